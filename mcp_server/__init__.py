@@ -1,0 +1,1 @@
+"""The MCP edge of analytics-mcp: app factory, tools, resources, prompts, auth, HTTP routes, CLI."""

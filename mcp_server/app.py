@@ -1,0 +1,244 @@
+"""The app factory: one FastMCP server per runtime, every tool, resource and prompt declared with its roles."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+import pkgutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+from fastmcp import FastMCP
+from fastmcp.exceptions import PromptError, ResourceError, ToolError
+from fastmcp.exceptions import ValidationError as FastMCPValidationError
+from fastmcp.server.dependencies import get_http_headers
+from fastmcp.server.middleware import Middleware, MiddlewareContext
+
+from analytics.errors import AnalyticsError, Forbidden
+from mcp_server import logs
+from mcp_server.auth import (
+    Identity,
+    bind_identity,
+    presented_key,
+    require_role,
+    reset_identity,
+)
+from mcp_server.config import Role
+from mcp_server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+analytics-mcp: statistical analysis of a telecom operator's PostgreSQL data (tables customers,
+network_events, revenue). Start with summary_snapshot, read schema://database/main and
+docs://data_dictionary, open a session (session_create) to keep datasets, analyses and charts,
+query with query_database (read-only SELECT, %(name)s parameters), analyse with analyze_data,
+and chart with create_visualization."""
+
+# Hooks other features add to every call (metrics, audit, rate limits); each gets the CallInfo.
+CallHook = Callable[["CallInfo"], Any]
+
+
+@dataclass
+class CallInfo:
+    request_id: str
+    kind: str  # tool | resource | prompt
+    name: str
+    identity: Identity | None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    outcome: str = "ok"
+    error: str | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+class App:
+    """A FastMCP server plus the role each of its components needs: declared once, checked always."""
+
+    def __init__(self, runtime: Runtime, local_identity: Identity | None = None) -> None:
+        self.runtime = runtime
+        self.local_identity = local_identity
+        self.mcp = FastMCP("analytics-mcp", instructions=INSTRUCTIONS, mask_error_details=True)
+        self.roles: dict[tuple[str, str], frozenset[Role]] = {}
+        self.before_call: list[CallHook] = []
+        self.after_call: list[CallHook] = []
+        self.mcp.add_middleware(Guard(self))
+
+    def tool(self, *, roles: frozenset[Role], **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        def register(function: Callable[..., Any]) -> Any:
+            name = options.get("name") or function.__name__
+            self.roles[("tool", name)] = roles
+            return self.mcp.tool(_answering_errors(function, "tool", ToolError), **options)
+
+        return register
+
+    def resource(
+        self, uri: str, *, roles: frozenset[Role], **options: Any
+    ) -> Callable[[Callable[..., Any]], Any]:
+        def register(function: Callable[..., Any]) -> Any:
+            self.roles[("resource", uri)] = roles
+            return self.mcp.resource(uri, **options)(_answering_errors(function, "resource", ResourceError))
+
+        return register
+
+    def prompt(self, *, roles: frozenset[Role], **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        def register(function: Callable[..., Any]) -> Any:
+            name = options.get("name") or function.__name__
+            self.roles[("prompt", name)] = roles
+            return self.mcp.prompt(_answering_errors(function, "prompt", PromptError), **options)
+
+        return register
+
+    def roles_for(self, kind: str, name: str) -> frozenset[Role]:
+        # Undeclared means nobody: a new component without a role declaration is refused, not open.
+        return self.roles.get((kind, name), frozenset())
+
+    def identify(self) -> Identity | None:
+        headers = get_http_headers(include={"authorization"})
+        if headers:
+            return self.runtime.keys.resolve(presented_key(headers))
+        return self.local_identity
+
+
+def _answering_errors(
+    function: Callable[..., Any], kind: str, failure: type[Exception]
+) -> Callable[..., Any]:
+    """Domain errors become their one-line message; anything else a generic line with a request id.
+
+    This runs inside the component, before FastMCP's own handler, which would otherwise log the
+    exception text (possibly data) with a traceback and mask the message we want the agent to see.
+    """
+
+    @functools.wraps(function)
+    async def answered(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = function(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except AnalyticsError as error:
+            raise failure(error.message) from None
+        except (ToolError, ResourceError, PromptError):
+            raise
+        except Exception:
+            request_id = logs.request_id_var.get() or "-"
+            log.exception("unexpected error", extra={"kind": kind, "component": function.__name__})
+            raise failure(
+                f"internal error while serving {kind} '{function.__name__}'; request id {request_id}"
+            ) from None
+
+    return answered
+
+
+def _one_line(error: pydantic.ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("call",)) or "arguments"
+        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+    more = f" (+{error.error_count() - 3} more)" if error.error_count() > 3 else ""
+    return "invalid arguments: " + "; ".join(problems) + more
+
+
+class Guard(Middleware):
+    """Authenticates, checks the declared role, binds request ids, and turns errors into one line."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def _guarded(self, kind: str, name: str, arguments: dict[str, Any], call: Callable[[], Any]) -> Any:
+        info = CallInfo(uuid.uuid4().hex[:16], kind, name, self.app.identify(), arguments)
+        request_token = logs.request_id_var.set(info.request_id)
+        user_token = logs.user_id_var.set(info.identity.user_id if info.identity else None)
+        identity_token = bind_identity(info.identity)
+        failure = {"tool": ToolError, "resource": ResourceError, "prompt": PromptError}[kind]
+        try:
+            if info.identity is None:
+                raise Forbidden("no valid API key; send X-API-Key or Authorization: Bearer")
+            if kind != "resource" or name in {n for k, n in self.app.roles if k == "resource"}:
+                require_role(info.identity, self.app.roles_for(kind, name), f"{kind} '{name}'")
+            for hook in self.app.before_call:
+                await hook(info)
+            return await call()
+        except AnalyticsError as error:
+            info.outcome, info.error = type(error).__name__, error.message
+            raise failure(error.message) from None
+        except (pydantic.ValidationError, FastMCPValidationError) as error:
+            cause = error if isinstance(error, pydantic.ValidationError) else error.__cause__
+            message = _one_line(cause) if isinstance(cause, pydantic.ValidationError) else "invalid arguments"
+            info.outcome, info.error = "InvalidInput", message
+            raise failure(message) from None
+        except (ToolError, ResourceError, PromptError) as error:
+            info.outcome, info.error = "Refused", " ".join(str(error).split())
+            raise failure(info.error) from None
+        except Exception:
+            info.outcome = "InternalError"
+            log.exception("unexpected error", extra={"kind": kind, "component": name})
+            raise failure(
+                f"internal error while serving {kind} '{name}'; request id {info.request_id}"
+            ) from None
+        finally:
+            for hook in self.app.after_call:
+                try:
+                    await hook(info)
+                except Exception:  # noqa: BLE001 - observers must not break calls
+                    log.exception("after-call hook failed")
+            reset_identity(identity_token)
+            logs.user_id_var.reset(user_token)
+            logs.request_id_var.reset(request_token)
+
+    async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        message = context.message
+        return await self._guarded(
+            "tool", message.name, dict(message.arguments or {}), lambda: call_next(context)
+        )
+
+    async def on_read_resource(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        uri = str(context.message.uri)
+        declared = self._resource_declaration(uri)
+        return await self._guarded("resource", declared, {"uri": uri}, lambda: call_next(context))
+
+    async def on_get_prompt(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        message = context.message
+        return await self._guarded(
+            "prompt", message.name, dict(message.arguments or {}), lambda: call_next(context)
+        )
+
+    async def on_list_tools(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        tools = await call_next(context)
+        identity = self.app.identify()
+        if identity is None:
+            return []
+        return [t for t in tools if identity.role in self.app.roles_for("tool", t.name)]
+
+    def _resource_declaration(self, uri: str) -> str:
+        """The declared URI or URI template that serves `uri`."""
+        if ("resource", uri) in self.app.roles:
+            return uri
+        for kind, declared in self.app.roles:
+            if kind == "resource" and "{" in declared:
+                prefix = declared.split("{", 1)[0]
+                if uri.startswith(prefix):
+                    return declared
+        return uri  # undeclared: FastMCP answers "not found" itself
+
+
+def build_app(runtime: Runtime, local_identity: Identity | None = None) -> App:
+    """Create the server and register every module in mcp_server.tools (each has `register(app)`)."""
+    app = App(runtime, local_identity)
+    from mcp_server import tools
+
+    for module_info in sorted(pkgutil.iter_modules(tools.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{tools.__name__}.{module_info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+    return app

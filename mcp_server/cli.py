@@ -1,0 +1,238 @@
+"""The `analytics-mcp` command: serve, seed, apikey."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import sys
+from typing import Any
+
+from analytics.errors import AnalyticsError, InvalidInput
+from mcp_server.config import ROLES, ConfigError, Settings, digest_key
+from mcp_server.logs import configure_logging
+
+log = logging.getLogger("analytics_mcp")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one clear line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="analytics-mcp", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    serve = commands.add_parser("serve", help="serve MCP over streamable HTTP or stdio")
+    serve.add_argument("--transport", choices=["http", "stdio"], default="http")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_port, default=8000)
+
+    seed = commands.add_parser("seed", help="create the schema and load deterministic synthetic data")
+    seed.add_argument("--customers", type=_positive_int, required=True)
+    seed.add_argument("--seed", type=_seed, required=True)
+    seed.add_argument("--start-date", default=None, help="YYYY-MM-DD (default 2024-01-01)")
+    seed.add_argument("--end-date", default=None, help="YYYY-MM-DD (default 2025-12-31)")
+    seed.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    apikey = commands.add_parser("apikey", help="make a new API key and its API_KEYS entry")
+    apikey.add_argument("--user", required=True)
+    apikey.add_argument("--role", choices=list(ROLES), required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "apikey":
+        return _apikey(parser, args.user, args.role)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"analytics-mcp: configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "seed":
+            return asyncio.run(_seed_command(parser, settings, args))
+        return _serve(settings, args)
+    except ConfigError as error:
+        print(f"analytics-mcp: configuration error: {error}", file=sys.stderr)
+        return 2
+    except AnalyticsError as error:
+        print(f"analytics-mcp: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _apikey(parser: ArgumentParser, user: str, role: str) -> int:
+    from mcp_server.config import parse_api_keys
+
+    key = "amcp_" + secrets.token_urlsafe(32)
+    entry = f"{user}:{role}:{digest_key(key)}"
+    try:
+        parse_api_keys(entry)
+    except ConfigError as error:
+        parser.error(str(error).replace("API_KEYS entry 1", "--user"))
+    print(f"key:      {key}")
+    print(f"API_KEYS: {entry}")
+    print("Add the API_KEYS entry to the server's API_KEYS (comma separated); give the key to the client.")
+    return 0
+
+
+async def _seed_command(parser: ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+    from warehouse.generator import generate, make_plan
+
+    try:
+        plan = make_plan(args.customers, args.seed, args.start_date, args.end_date)
+    except InvalidInput as error:
+        parser.error(str(error))
+    from mcp_server.embedded import EmbeddedServices
+    from warehouse.db import Database
+
+    embedded = EmbeddedServices(settings.home) if settings.database_url is None else None
+    url = settings.database_url or await asyncio.to_thread(embedded.start_postgres)  # type: ignore[union-attr]
+    db = Database(url, min_size=1, max_size=2)
+    try:
+        await db.start()
+        await db.apply_schema()
+        bar = None
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=1, unit="row", unit_scale=True, desc="seeding", file=sys.stderr)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.set_postfix_str(stage)
+                bar.update(done - bar.n)
+
+        data = await asyncio.to_thread(generate, plan)
+        report = await db.replace_data(data, progress=progress)
+        if bar is not None:
+            bar.close()
+        # Caches key on mcp_internal.data_version, which the load bumped: nothing stale is served.
+        print(
+            f"loaded {report.customers:,} customers, {report.network_events:,} network events, "
+            f"{report.revenue:,} revenue rows in {report.seconds:.1f}s "
+            f"({report.rows / max(report.seconds, 1e-9):,.0f} rows/s); seed {plan.seed}, "
+            f"{plan.start_date} to {plan.end_date}"
+        )
+    finally:
+        await db.close()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def client_config(url: str, key: str) -> str:
+    """Ready-to-paste MCP client configuration for this server."""
+    config = {"mcpServers": {"analytics-mcp": {"type": "http", "url": url, "headers": {"X-API-Key": key}}}}
+    return json.dumps(config, indent=2)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    if args.transport == "stdio" and settings.api_keys and not settings.mcp_api_key:
+        raise ConfigError("stdio with API_KEYS set needs MCP_API_KEY to say who the client is")
+    return asyncio.run(_serve_async(settings, args))
+
+
+async def _serve_async(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mcp_server.app import build_app
+    from mcp_server.http import build_http_app
+    from mcp_server.runtime import start_runtime
+
+    runtime = await start_runtime(settings)
+    try:
+        app = build_app(runtime, local_identity=runtime.local_identity)
+        if args.transport == "stdio":
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            assert task is not None
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+            try:
+                await app.mcp.run_stdio_async(show_banner=False)
+            except asyncio.CancelledError:
+                pass
+            return 0
+        url = f"http://{args.host}:{args.port}/mcp"
+        if runtime.local_key:
+            print(
+                f"\nanalytics-mcp serving {url}\nlocal admin key (also in {settings.home / 'api-key'}):\n"
+                f"  {runtime.local_key}\nMCP client configuration:\n{client_config(url, runtime.local_key)}\n",
+                file=sys.stderr,
+                flush=True,
+            )
+        config = uvicorn.Config(
+            build_http_app(app),
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=20,
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        _stop_on_signals(server)
+        await server.serve()
+        return 0
+    finally:
+        await runtime.close()
+
+
+def _stop_on_signals(server: Any) -> None:
+    """First Ctrl-C or SIGTERM drains in-flight calls, a second one stops at once.
+
+    uvicorn's own handling re-raises the signal after serving, which would kill the process
+    before the embedded PostgreSQL and Redis are stopped; so the loop handles the signals.
+    """
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    server.capture_signals = contextlib.nullcontext
+
+
+if __name__ == "__main__":
+    sys.exit(main())

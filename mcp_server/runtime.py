@@ -1,0 +1,151 @@
+"""Everything a running server holds: settings, the database, Redis, keys, metrics. Built once, passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from analytics.errors import Unavailable
+from mcp_server.auth import Identity, KeyRegistry
+from mcp_server.config import ApiKeyEntry, ConfigError, Settings, digest_key
+from mcp_server.embedded import EmbeddedServices, local_admin_key, local_session_key
+from warehouse.db import Database
+from warehouse.generator import generate, make_plan
+
+log = logging.getLogger(__name__)
+
+LOCAL_ADMIN = "local-admin"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    redis: aioredis.Redis
+    keys: KeyRegistry
+    encryption_keys: tuple[str, ...]
+    local_identity: Identity | None = None
+    local_key: str | None = None
+    embedded: EmbeddedServices | None = None
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    extras: dict[str, Any] = field(default_factory=dict)  # per-feature state (stores, caches)
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under the configured prefix, e.g. key('session', id) -> 'session:{id}'."""
+        return self.settings.redis_key_prefix + ":".join(parts)
+
+    async def health(self, timeout: float = 2.0) -> dict[str, str]:
+        async def postgres() -> str:
+            await self.db.ping(timeout=timeout)
+            return "ok"
+
+        async def redis() -> str:
+            await asyncio.wait_for(self.redis.ping(), timeout=timeout)
+            return "ok"
+
+        status: dict[str, str] = {}
+        for name, check in (("postgres", postgres), ("redis", redis)):
+            try:
+                status[name] = await asyncio.wait_for(check(), timeout=timeout + 0.5)
+            except Exception as error:  # noqa: BLE001 - any failure means "down"
+                status[name] = f"down ({type(error).__name__})"
+        return status
+
+    async def close(self) -> None:
+        await self.db.close()
+        try:
+            await self.redis.aclose()
+        except Exception:  # noqa: BLE001
+            log.debug("redis client already closed")
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    return aioredis.from_url(
+        url,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtime:
+    """Start (or reach) PostgreSQL and Redis, apply the schema, and load demo data into a fresh embedded DB."""
+    embedded = None
+    database_url, redis_url = settings.database_url, settings.redis_url
+    if database_url is None or redis_url is None:
+        embedded = EmbeddedServices(settings.home)
+    try:
+        if database_url is None:
+            assert embedded is not None
+            database_url = await asyncio.to_thread(embedded.start_postgres)
+        if redis_url is None:
+            assert embedded is not None
+            redis_url = await asyncio.to_thread(embedded.start_redis)
+
+        entries, local_key = settings.api_keys, None
+        if not entries:
+            local_key, created = local_admin_key(settings.home)
+            entries = (ApiKeyEntry(LOCAL_ADMIN, "admin", digest_key(local_key)),)
+        keys = KeyRegistry(entries)
+        local_identity = keys.resolve(settings.mcp_api_key or local_key)
+        if settings.mcp_api_key and local_identity is None:
+            raise ConfigError("MCP_API_KEY does not match any entry of API_KEYS")
+
+        encryption_keys = settings.session_encryption_keys
+        if not encryption_keys:
+            key, created = local_session_key(settings.home)
+            if created or settings.database_url:
+                log.warning(
+                    "SESSION_ENCRYPTION_KEY is not set: using a key kept in the home folder; "
+                    "set it (the same on every instance) in production"
+                )
+            encryption_keys = (key,)
+
+        db = Database(
+            database_url,
+            read_url=settings.database_read_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+        )
+        await db.start()
+        runtime = Runtime(
+            settings=settings,
+            db=db,
+            redis=redis_client(redis_url),
+            keys=keys,
+            encryption_keys=encryption_keys,
+            local_identity=local_identity,
+            local_key=local_key,
+            embedded=embedded,
+        )
+    except BaseException:
+        if embedded is not None:
+            embedded.stop()
+        raise
+    try:
+        await db.apply_schema()
+        try:
+            await asyncio.wait_for(runtime.redis.ping(), timeout=5)
+        except Exception as error:
+            raise Unavailable(f"Redis does not answer ({type(error).__name__}); check REDIS_URL") from error
+        if seed_demo and settings.database_url is None and await db.row_count("customers") == 0:
+            log.info(
+                "loading demo data",
+                extra={"customers": settings.demo_customers, "seed": settings.demo_seed},
+            )
+            data = await asyncio.to_thread(generate, make_plan(settings.demo_customers, settings.demo_seed))
+            report = await db.replace_data(data)
+            log.info("demo data loaded", extra={"rows": report.rows, "seconds": round(report.seconds, 2)})
+    except BaseException:
+        await runtime.close()
+        raise
+    return runtime

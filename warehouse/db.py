@@ -1,0 +1,223 @@
+"""The one place that talks to PostgreSQL: pools, schema, the least-privilege query role, bulk loads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from analytics.errors import Unavailable
+from warehouse import copy, sql
+from warehouse.generator import Dataset
+
+log = logging.getLogger(__name__)
+
+ANALYTICS_TABLES = ("customers", "network_events", "revenue")
+QUERY_ROLE = "analytics_mcp_reader"
+# Serialises schema set-up between instances starting together (any constant is fine).
+_SCHEMA_LOCK = 7_310_421_001
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    customers: int
+    network_events: int
+    revenue: int
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return self.customers + self.network_events + self.revenue
+
+
+class Database:
+    """asyncpg pools for one PostgreSQL database (and an optional read replica)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_url: str | None = None,
+        min_size: int = 5,
+        max_size: int = 20,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.read_url = read_url
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._read_pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        try:
+            self._pool = await self._create_pool(self.url)
+            if self.read_url:
+                self._read_pool = await self._create_pool(self.read_url)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+            await self.close()
+            raise Unavailable(
+                f"PostgreSQL does not answer ({type(error).__name__}); check DATABASE_URL "
+                "and that the server is running"
+            ) from error
+
+    async def _create_pool(self, url: str) -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min(self.min_size, self.max_size),
+            max_size=self.max_size,
+            timeout=self.connect_timeout,
+            command_timeout=None,
+            max_inactive_connection_lifetime=300,
+        )
+        assert pool is not None
+        return pool
+
+    async def close(self) -> None:
+        for pool in (self._read_pool, self._pool):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=5)
+                except (TimeoutError, OSError):
+                    pool.terminate()
+        self._pool = self._read_pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise Unavailable("the database pool is not started")
+        return self._pool
+
+    @property
+    def read_pool(self) -> asyncpg.Pool:
+        """Queries and analyses read here: the replica when DATABASE_READ_URL is set."""
+        return self._read_pool or self.pool
+
+    def pool_stats(self) -> dict[str, int]:
+        if self._pool is None:
+            return {"size": 0, "idle": 0, "max": self.max_size}
+        return {
+            "size": self._pool.get_size(),
+            "idle": self._pool.get_idle_size(),
+            "max": self._pool.get_max_size(),
+        }
+
+    @asynccontextmanager
+    async def connection(
+        self, *, read: bool = False, timeout: float = 10.0
+    ) -> AsyncIterator[asyncpg.Connection]:
+        pool = self.read_pool if read else self.pool
+        try:
+            conn = await pool.acquire(timeout=timeout)
+        except (
+            TimeoutError,
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+        ) as error:
+            raise Unavailable(
+                f"PostgreSQL is not reachable right now ({type(error).__name__}); retry shortly"
+            ) from error
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
+    async def apply_schema(self) -> None:
+        """Create tables, indexes, mcp_internal and the query role; safe to run on every start."""
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+            await conn.execute(sql.load("schema"))
+            await conn.execute(sql.load("query_role"))
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        async with self.connection(timeout=timeout) as conn:
+            await conn.fetchval("SELECT 1", timeout=timeout)
+
+    async def fetch_named(self, name: str, *args: Any, read: bool = True) -> list[asyncpg.Record]:
+        async with self.connection(read=read) as conn:
+            return await conn.fetch(sql.load(name), *args)
+
+    async def fetchrow_named(self, name: str, *args: Any, read: bool = True) -> asyncpg.Record | None:
+        async with self.connection(read=read) as conn:
+            return await conn.fetchrow(sql.load(name), *args)
+
+    async def data_version(self) -> int:
+        """Bumped by every data load; caches key on it so regenerated data is never served stale."""
+        async with self.connection(read=True) as conn:
+            value = await conn.fetchval("SELECT version FROM mcp_internal.data_version")
+        return int(value or 0)
+
+    async def replace_data(self, data: Dataset, progress: Progress | None = None) -> LoadReport:
+        """Swap the analytics tables' contents for `data` in one transaction (old data kept on failure)."""
+        started = time.perf_counter()
+        counts = {
+            "customers": len(data.customers.created_at),
+            "network_events": len(data.events.event_timestamp),
+            "revenue": len(data.transactions.transaction_date),
+        }
+        total = sum(counts.values())
+        done = 0
+
+        def report(stage: str, rows: int) -> None:
+            nonlocal done
+            done += rows
+            if progress is not None:
+                progress(stage, done, total)
+
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+            await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.execute("TRUNCATE customers, network_events, revenue")
+            await conn.execute(sql.load("load_prepare"))
+            report("cleared", 0)
+            await _copy(conn, "customers", copy.CUSTOMER_COLUMNS, copy.customer_chunks(data))
+            report("customers", counts["customers"])
+            await _copy(conn, "revenue", copy.REVENUE_COLUMNS, copy.revenue_chunks(data))
+            report("revenue", counts["revenue"])
+            await _copy(conn, "network_events", copy.EVENT_COLUMNS, copy.event_chunks(data))
+            report("network_events", counts["network_events"])
+            await conn.execute(sql.load("load_finish"))
+            await conn.execute(sql.load("schema"))
+            report("indexes", 0)
+            plan = data.plan
+            await conn.execute(
+                "UPDATE mcp_internal.data_version SET version = version + 1, seed = $1, "
+                "customers = $2, start_date = $3, end_date = $4, loaded_at = now()",
+                plan.seed,
+                plan.customers,
+                plan.start_date,
+                plan.end_date,
+            )
+        async with self.connection() as conn:
+            await conn.execute("ANALYZE customers, network_events, revenue")
+        return LoadReport(
+            counts["customers"],
+            counts["network_events"],
+            counts["revenue"],
+            time.perf_counter() - started,
+        )
+
+    async def row_count(self, table: str) -> int:
+        if table not in ANALYTICS_TABLES:
+            raise ValueError(table)
+        async with self.connection(read=True) as conn:
+            return int(await conn.fetchval(f'SELECT count(*) FROM "{table}"'))
+
+
+async def _copy(conn: asyncpg.Connection, table: str, columns: list[str], chunks: Iterator[bytes]) -> None:
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    await conn.copy_to_table(table, source=source(), columns=columns, format="binary")
