@@ -8,6 +8,8 @@ import logging
 import zlib
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
 from mcp_server import metrics
 from mcp_server.runtime import Runtime
 
@@ -26,6 +28,8 @@ class Cache:
         self.runtime = runtime
         self.namespace = namespace
         self.ttl_seconds = ttl_seconds
+        # Cached answers are customer data: encrypted like session values, never plaintext in Redis.
+        self._fernet = MultiFernet([Fernet(key.encode()) for key in runtime.encryption_keys])
 
     async def _key(self, question: Any) -> str:
         version = await self.runtime.db.data_version()
@@ -43,11 +47,14 @@ class Cache:
             events.labels(cache=self.namespace, outcome="miss").inc()
             return None
         events.labels(cache=self.namespace, outcome="hit").inc()
-        return json.loads(zlib.decompress(raw))
+        try:
+            return json.loads(zlib.decompress(self._fernet.decrypt(raw)))
+        except InvalidToken:  # written under a key no longer configured
+            return None
 
     async def put(self, question: Any, answer: Any) -> None:
         try:
-            payload = zlib.compress(json.dumps(answer, default=str).encode(), 3)
+            payload = self._fernet.encrypt(zlib.compress(json.dumps(answer, default=str).encode(), 3))
             await self.runtime.redis.set(await self._key(question), payload, ex=self.ttl_seconds)
         except Exception as error:  # noqa: BLE001
             log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
