@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
+import redis.exceptions
 from fastmcp import FastMCP
 from fastmcp.exceptions import PromptError, ResourceError, ToolError
 from fastmcp.exceptions import ValidationError as FastMCPValidationError
@@ -31,8 +32,12 @@ from mcp_server.auth import (
 )
 from mcp_server.config import Role
 from mcp_server.runtime import Runtime
+from warehouse.db import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
+
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+POSTGRES_DOWN = CONNECTION_ERRORS
 
 INSTRUCTIONS = """\
 analytics-mcp: statistical analysis of a telecom operator's PostgreSQL data (tables customers,
@@ -129,6 +134,12 @@ def _answering_errors(
             raise failure(error.message) from None
         except (ToolError, ResourceError, PromptError):
             raise
+        except REDIS_DOWN as error:
+            log.warning("redis unavailable", extra={"error": type(error).__name__})
+            raise failure("Redis (the session and cache store) is not answering; retry shortly") from None
+        except POSTGRES_DOWN as error:
+            log.warning("postgres unavailable", extra={"error": type(error).__name__})
+            raise failure("PostgreSQL is not answering; retry shortly") from None
         except Exception:
             request_id = logs.request_id_var.get() or "-"
             log.exception("unexpected error", extra={"kind": kind, "component": function.__name__})

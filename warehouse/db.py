@@ -25,6 +25,17 @@ _SCHEMA_LOCK = 7_310_421_001
 
 Progress = Callable[[str, int, int], None]
 
+# Failures that mean "PostgreSQL is not reachable right now", as opposed to a bad statement.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+
 
 @dataclass(frozen=True)
 class LoadReport:
