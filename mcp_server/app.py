@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import inspect
@@ -21,7 +22,7 @@ from fastmcp.exceptions import ValidationError as FastMCPValidationError
 from fastmcp.server.dependencies import get_http_headers
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 
-from analytics.errors import AnalyticsError, Forbidden
+from analytics.errors import AnalyticsError, Forbidden, NotFound, Timeout
 from mcp_server import logs
 from mcp_server.auth import (
     Identity,
@@ -30,6 +31,7 @@ from mcp_server.auth import (
     require_role,
     reset_identity,
 )
+from mcp_server.cache import prefetched_reads
 from mcp_server.config import Role
 from mcp_server.runtime import Runtime
 from warehouse.db import CONNECTION_ERRORS
@@ -60,6 +62,8 @@ class CallInfo:
     started: float = field(default_factory=time.perf_counter)
     outcome: str = "ok"
     error: str | None = None
+    # Redis keys read in the rate limit's round trip (see App.prefetch), with what they held.
+    prefetched: dict[str, bytes | None] = field(default_factory=dict)
 
     @property
     def duration_ms(self) -> float:
@@ -76,6 +80,7 @@ class App:
         self.roles: dict[tuple[str, str], frozenset[Role]] = {}
         self.before_call: list[CallHook] = []
         self.after_call: list[CallHook] = []
+        self.prefetchers: dict[str, Callable[[dict[str, Any]], list[str]]] = {}
         self.mcp.add_middleware(Guard(self))
 
     def tool(self, *, roles: frozenset[Role], **options: Any) -> Callable[[Callable[..., Any]], Any]:
@@ -102,6 +107,14 @@ class App:
             return self.mcp.prompt(_answering_errors(function, "prompt", PromptError), **options)
 
         return register
+
+    def prefetch(self, tool: str, keys_for: Callable[[dict[str, Any]], list[str]]) -> None:
+        """Redis keys `tool` is likely to read first (a cache entry), from its raw arguments: they are
+        read in the same round trip as the rate limit's admission, whatever its answer, and offered to
+        the tool (mcp_server.cache.prefetched_reads). Only reads; `keys_for` must be cheap, do no I/O and
+        parse nothing (the arguments are not validated yet); a wrong guess only costs the tool a read.
+        """
+        self.prefetchers[tool] = keys_for
 
     def roles_for(self, kind: str, name: str) -> frozenset[Role]:
         # Undeclared means nobody: a new component without a role declaration is refused, not open.
@@ -154,7 +167,9 @@ def _one_line(error: pydantic.ValidationError) -> str:
     problems = []
     for item in error.errors()[:3]:
         where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("call",)) or "arguments"
-        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+        if len(where) > 60:  # an argument name is the agent's input: never echo a huge one back
+            where = where[:57] + "..."
+        problems.append(f"{where}: {' '.join(str(item.get('msg', 'invalid')).split())[:200]}")
     more = f" (+{error.error_count() - 3} more)" if error.error_count() > 3 else ""
     return "invalid arguments: " + "; ".join(problems) + more
 
@@ -170,25 +185,52 @@ class Guard(Middleware):
         request_token = logs.request_id_var.set(info.request_id)
         user_token = logs.user_id_var.set(info.identity.user_id if info.identity else None)
         identity_token = bind_identity(info.identity)
+        prefetch_token = prefetched_reads.set(info.prefetched)
         failure = {"tool": ToolError, "resource": ResourceError, "prompt": PromptError}[kind]
         try:
             if info.identity is None:
                 raise Forbidden("no valid API key; send X-API-Key or Authorization: Bearer")
-            if kind != "resource" or name in {n for k, n in self.app.roles if k == "resource"}:
-                require_role(info.identity, self.app.roles_for(kind, name), f"{kind} '{name}'")
+            if kind == "resource" and ("resource", name) not in self.app.roles:
+                # Undeclared means unreachable: an unknown URI, or a resource registered without roles.
+                declared = sorted(n for k, n in self.app.roles if k == "resource")
+                raise NotFound(f"no resource '{name[:80]}'; resources: {', '.join(declared)}")
+            allowed = self.app.roles_for(kind, name)
+            if not allowed:  # a made-up name, or a component registered without roles: nobody's
+                raise Forbidden(
+                    f"no {kind} '{name[:80]}' is available to your key; list the {kind}s to see yours"
+                )
+            require_role(info.identity, allowed, f"{kind} '{name}'")
             for hook in self.app.before_call:
                 await hook(info)
-            return await call()
+            limit = self.app.runtime.settings.call_timeout_seconds
+            try:
+                async with asyncio.timeout(limit) as deadline:
+                    return await call()
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise Timeout(
+                    f"{kind} '{name}' ran longer than {limit} s (TOOL_TIMEOUT_SECONDS) and was stopped; "
+                    "ask for less data or a narrower query"
+                ) from None
         except AnalyticsError as error:
-            info.outcome, info.error = type(error).__name__, error.message
-            raise failure(error.message) from None
+            info.outcome, info.error = type(error).__name__, logs.sanitize_error(error.message)
+            raise failure(info.error) from None
         except (pydantic.ValidationError, FastMCPValidationError) as error:
             cause = error if isinstance(error, pydantic.ValidationError) else error.__cause__
             message = _one_line(cause) if isinstance(cause, pydantic.ValidationError) else "invalid arguments"
             info.outcome, info.error = "InvalidInput", message
             raise failure(message) from None
         except (ToolError, ResourceError, PromptError) as error:
-            info.outcome, info.error = "Refused", " ".join(str(error).split())
+            # A component's own wrapper turned a domain error into this one; keep its kind for metrics.
+            origin = error.__context__
+            if isinstance(origin, AnalyticsError):
+                info.outcome = type(origin).__name__
+            elif isinstance(origin, REDIS_DOWN + POSTGRES_DOWN):
+                info.outcome = "Unavailable"
+            else:
+                info.outcome = "Refused"
+            info.error = logs.sanitize_error(" ".join(str(error).split()))
             raise failure(info.error) from None
         except Exception:
             info.outcome = "InternalError"
@@ -202,6 +244,7 @@ class Guard(Middleware):
                     await hook(info)
                 except Exception:  # noqa: BLE001 - observers must not break calls
                     log.exception("after-call hook failed")
+            prefetched_reads.reset(prefetch_token)
             reset_identity(identity_token)
             logs.user_id_var.reset(user_token)
             logs.request_id_var.reset(request_token)
@@ -230,6 +273,24 @@ class Guard(Middleware):
             return []
         return [t for t in tools if identity.role in self.app.roles_for("tool", t.name)]
 
+    async def on_list_resources(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        return self._visible(
+            "resource", await call_next(context), lambda r: self._resource_declaration(str(r.uri))
+        )
+
+    async def on_list_resource_templates(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        return self._visible("resource", await call_next(context), lambda t: t.uri_template)
+
+    async def on_list_prompts(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        return self._visible("prompt", await call_next(context), lambda p: p.name)
+
+    def _visible(self, kind: str, components: Any, name_of: Callable[[Any], str]) -> list[Any]:
+        """Only what the caller's role may use is listed (undeclared: nobody's)."""
+        identity = self.app.identify()
+        if identity is None:
+            return []
+        return [c for c in components if identity.role in self.app.roles_for(kind, name_of(c))]
+
     def _resource_declaration(self, uri: str) -> str:
         """The declared URI or URI template that serves `uri`."""
         if ("resource", uri) in self.app.roles:
@@ -252,4 +313,17 @@ def build_app(runtime: Runtime, local_identity: Identity | None = None) -> App:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+    # Observers and limits, after the tools so they see every declared name. Order of before_call:
+    # tracing (starts the span), rate limit (before any work), argument limits.
+    from mcp_server import audit, correlation, limits, observability, ratelimit, tracing
+
+    for install in (
+        ratelimit.install,
+        limits.install,
+        observability.install,
+        audit.install,
+        correlation.install,
+        tracing.install,
+    ):
+        install(app)
     return app

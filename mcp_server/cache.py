@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import json
 import logging
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -14,6 +17,11 @@ from mcp_server import metrics
 from mcp_server.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# The Redis reads made for the current call in the rate limit's round trip (App.prefetch): key -> value.
+prefetched_reads: contextvars.ContextVar[dict[str, bytes | None] | None] = contextvars.ContextVar(
+    "analytics_mcp_prefetched", default=None
+)
 
 
 class Cache:
@@ -30,19 +38,32 @@ class Cache:
         self.ttl_seconds = ttl_seconds
         # Cached answers are customer data: encrypted like session values, never plaintext in Redis.
         self._fernet = MultiFernet([Fernet(key.encode()) for key in runtime.encryption_keys])
+        self._last_version: int | None = None  # the data version lookup() saw last (a guess, never trusted)
 
-    async def _key(self, question: Any) -> str:
-        version = await self.runtime.db.data_version()
-        digest = hashlib.sha256(json.dumps(question, sort_keys=True, default=str).encode()).hexdigest()
+    async def version(self) -> int:
+        """The data version keys are built on; read it once and pass it to get and put to save a round trip."""
+        return await self.runtime.db.data_version()
+
+    def _digest(self, question: Any) -> str:
+        return hashlib.sha256(json.dumps(question, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _key_for(self, digest: str, version: int) -> str:
         return self.runtime.key("cache", self.namespace, str(version), digest)
 
-    async def get(self, question: Any) -> Any | None:
-        events = metrics.cache_events(self.runtime)
+    async def _key(self, question: Any, version: int | None = None) -> str:
+        if version is None:
+            version = await self.runtime.db.data_version()
+        return self._key_for(self._digest(question), version)
+
+    async def _fetch(self, key: str) -> bytes | None:
         try:
-            raw = await self.runtime.redis.get(await self._key(question))
+            return await self.runtime.redis.get(key)
         except Exception as error:  # noqa: BLE001 - a cache failure is a miss, not an error
             log.warning("cache lookup failed", extra={"cache": self.namespace, "error": type(error).__name__})
-            raw = None
+            return None
+
+    def _decoded(self, raw: bytes | None) -> Any | None:
+        events = metrics.cache_events(self.runtime)
         if raw is None:
             events.labels(cache=self.namespace, outcome="miss").inc()
             return None
@@ -52,9 +73,50 @@ class Cache:
         except InvalidToken:  # written under a key no longer configured
             return None
 
-    async def put(self, question: Any, answer: Any) -> None:
+    async def get(self, question: Any, version: int | None = None) -> Any | None:
+        return self._decoded(await self._fetch(await self._key(question, version)))
+
+    async def lookup(
+        self, question: Any, read_version: Callable[[], Awaitable[int]] | None = None
+    ) -> tuple[int, Any | None]:
+        """The data version read now and the answer cached under it (None on a miss); pass the
+        version to `put`.
+
+        The version is always read (from PostgreSQL, via `read_version`, by default a pooled read), and
+        an answer is returned only when it is stored under that very version. While the version is
+        read, the entry under the version this cache saw last is fetched from Redis at the same time,
+        or was fetched already with the rate limit's admission (App.prefetch, `likely_key`): when the
+        data has not changed since (nearly always) that is the answer, and it costs no round trip of
+        its own. Any entry is immutable in what it may hold (answers computed after reading its
+        version), so when it was read does not matter, only under which version.
+        """
+        read = read_version or self.runtime.db.data_version
+        digest = self._digest(question)
+        guess = self._last_version
+        reads = prefetched_reads.get() or {}
+        if guess is None:
+            version = await read()
+            raw = await self._fetch(self._key_for(digest, version))
+        else:
+            key = self._key_for(digest, guess)
+            if key in reads:  # read already, with the rate limit (App.prefetch)
+                version, raw = await read(), reads[key]
+            else:
+                version, raw = await asyncio.gather(read(), self._fetch(key))
+            if version != guess:  # the data changed: that entry belongs to other data
+                raw = await self._fetch(self._key_for(digest, version))
+        self._last_version = version
+        return version, self._decoded(raw)
+
+    def likely_key(self, question: Any) -> str | None:
+        """The key `lookup(question)` will most likely read (under the version seen last), for
+        App.prefetch; None before the first lookup."""
+        guess = self._last_version
+        return None if guess is None else self._key_for(self._digest(question), guess)
+
+    async def put(self, question: Any, answer: Any, version: int | None = None) -> None:
         try:
             payload = self._fernet.encrypt(zlib.compress(json.dumps(answer, default=str).encode(), 3))
-            await self.runtime.redis.set(await self._key(question), payload, ex=self.ttl_seconds)
+            await self.runtime.redis.set(await self._key(question, version), payload, ex=self.ttl_seconds)
         except Exception as error:  # noqa: BLE001
             log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})

@@ -1,4 +1,4 @@
-"""The `analytics-mcp` command: serve, seed, apikey."""
+"""The `analytics-mcp` command: serve, seed, apikey, rotate-keys."""
 
 from __future__ import annotations
 
@@ -70,6 +70,11 @@ def build_parser() -> ArgumentParser:
     apikey = commands.add_parser("apikey", help="make a new API key and its API_KEYS entry")
     apikey.add_argument("--user", required=True)
     apikey.add_argument("--role", choices=list(ROLES), required=True)
+
+    commands.add_parser(
+        "rotate-keys",
+        help="re-encrypt every live and archived session under the first SESSION_ENCRYPTION_KEY",
+    )
     return parser
 
 
@@ -87,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "seed":
             return asyncio.run(_seed_command(parser, settings, args))
+        if args.command == "rotate-keys":
+            return asyncio.run(_rotate_keys(settings))
         return _serve(settings, args)
     except ConfigError as error:
         print(f"analytics-mcp: configuration error: {error}", file=sys.stderr)
@@ -156,6 +163,27 @@ async def _seed_command(parser: ArgumentParser, settings: Settings, args: argpar
         await db.close()
         if embedded is not None:
             embedded.stop()
+    return 0
+
+
+async def _rotate_keys(settings: Settings) -> int:
+    """Run after putting a new key first in SESSION_ENCRYPTION_KEY; then the old keys can be removed."""
+    from mcp_server.runtime import start_runtime
+    from mcp_server.stores import session_store
+
+    runtime = await start_runtime(settings, seed_demo=False)
+    try:
+        counts = await session_store(runtime).rotate_keys()
+    finally:
+        await runtime.close()
+    print(json.dumps(counts))
+    if counts["unreadable"]:
+        print(
+            f"analytics-mcp: {counts['unreadable']} session(s) could not be decrypted with any configured key "
+            "and were left as they are",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -102,7 +102,15 @@ class Settings:
     redis_key_prefix: str = ""
     api_keys: tuple[ApiKeyEntry, ...] = ()
     session_encryption_keys: tuple[str, ...] = ()
+    session_max_value_bytes: int = 16_000_000  # stored (compressed, encrypted) size of one session value
+    session_max_bytes: int = 64_000_000  # stored size of all values of one session
+    session_max_ttl_seconds: int = 30 * 86_400  # longest ttl_seconds session_create/extend accept
     rate_limit_per_minute: int = 600
+    rate_limit_window_seconds: int = 60  # the rate limit's window; RATE_LIMIT_PER_MINUTE calls per window
+    max_request_bytes: int = 16_000_000  # largest HTTP request body accepted (413 above)
+    max_argument_bytes: int = 8_000_000  # largest JSON encoding of one call's arguments
+    call_timeout_seconds: int = 600  # no tool, resource or prompt call runs longer than this
+    otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: tracing is on when set
     log_level: str = "INFO"
     mcp_api_key: str | None = None
     home: Path = field(default_factory=lambda: Path(".analytics-mcp"))
@@ -112,8 +120,11 @@ class Settings:
     query_max_bytes: int = 4_000_000
     dataset_max_rows: int = 1_000_000
     import_dir: Path | None = None
+    import_max_bytes: int = 100_000_000  # one imported file (decoded), before parsing
     demo_customers: int = 5_000
     demo_seed: int = 42
+    schema_cache_seconds: int = 5  # how long schema:// resources are reused before re-reading the catalog
+    chart_workers: int = 0  # chart render processes; 0: one fewer than the cores (at least 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -142,7 +153,15 @@ class Settings:
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", ""),
             api_keys=parse_api_keys(env.get("API_KEYS", "")),
             session_encryption_keys=parse_fernet_keys(env.get("SESSION_ENCRYPTION_KEY", "")),
+            session_max_value_bytes=_int(env, "SESSION_MAX_VALUE_BYTES", 16_000_000, 1_000, 1_000_000_000),
+            session_max_bytes=_int(env, "SESSION_MAX_BYTES", 64_000_000, 1_000, 10_000_000_000),
+            session_max_ttl_seconds=_int(env, "SESSION_MAX_TTL_SECONDS", 30 * 86_400, 60, 366 * 86_400),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 600, 1, 1_000_000),
+            rate_limit_window_seconds=_int(env, "RATE_LIMIT_WINDOW_SECONDS", 60, 1, 3600),
+            max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 16_000_000, 10_000, 1_000_000_000),
+            max_argument_bytes=_int(env, "MAX_ARGUMENT_BYTES", 8_000_000, 1_000, 1_000_000_000),
+            call_timeout_seconds=_int(env, "TOOL_TIMEOUT_SECONDS", 600, 1, 86_400),
+            otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None,
             log_level=level,
             mcp_api_key=env.get("MCP_API_KEY", "").strip() or None,
             home=Path(env.get("ANALYTICS_MCP_HOME", "").strip() or ".analytics-mcp"),
@@ -152,8 +171,11 @@ class Settings:
             query_max_bytes=_int(env, "QUERY_MAX_BYTES", 4_000_000, 10_000, 1_000_000_000),
             dataset_max_rows=_int(env, "DATASET_MAX_ROWS", 1_000_000, 1, 50_000_000),
             import_dir=Path(import_dir) if import_dir else None,
+            import_max_bytes=_int(env, "IMPORT_MAX_BYTES", 100_000_000, 1_000, 2_000_000_000),
             demo_customers=_int(env, "DEMO_CUSTOMERS", 5_000, 1, 10_000_000),
             demo_seed=_int(env, "DEMO_SEED", 42, 0, 2**31 - 1),
+            schema_cache_seconds=_int(env, "SCHEMA_CACHE_SECONDS", 5, 0, 3600),
+            chart_workers=_int(env, "CHART_WORKERS", 0, 0, 64),
         )
 
     def with_changes(self, **changes: object) -> Settings:

@@ -80,6 +80,12 @@ def build_http_app(app: App) -> Any:
             await refresh()
         return Response(generate_latest(runtime.metrics), media_type=CONTENT_TYPE_LATEST)
 
-    middleware = [StarletteMiddleware(ApiKeyMiddleware, runtime=runtime)]
+    from mcp_server.limits import RequestLimits
+
+    # 401 first, then 413 (body size) and 429 (rate limit) before MCP sees the request.
+    middleware = [
+        StarletteMiddleware(ApiKeyMiddleware, runtime=runtime),
+        StarletteMiddleware(RequestLimits, runtime=runtime),
+    ]
     middleware += runtime.extras.get("asgi_middleware", [])
     return app.mcp.http_app(path="/mcp", middleware=middleware)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mcp_server.runtime import Runtime
+
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -14,7 +17,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 def _metric(
     runtime: Runtime, kind: type, name: str, documentation: str, labels: tuple[str, ...], **options: Any
 ) -> Any:
-    registry: dict[str, Any] = runtime.extras.setdefault("metrics_by_name", {})
+    # Keyed on the registry, not on runtime.extras: a copy of a runtime (dataclasses.replace with
+    # fresh extras) shares the registry, and registering a name twice would raise.
+    registry = _by_registry.setdefault(runtime.metrics, {})
     if name not in registry:
         registry[name] = kind(name, documentation, labels, registry=runtime.metrics, **options)
     return registry[name]

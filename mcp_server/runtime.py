@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from analytics.errors import Unavailable
 from mcp_server.auth import Identity, KeyRegistry
@@ -34,6 +37,9 @@ class Runtime:
     embedded: EmbeddedServices | None = None
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     extras: dict[str, Any] = field(default_factory=dict)  # per-feature state (stores, caches)
+    # Run by close() while PostgreSQL and Redis are still open: background writers (audit, query log,
+    # latency) flush, so a clean shutdown loses none of their queued rows; worker pools stop.
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def key(self, *parts: str) -> str:
         """A Redis key under the configured prefix, e.g. key('session', id) -> 'session:{id}'."""
@@ -44,12 +50,19 @@ class Runtime:
             await self.db.ping(timeout=timeout)
             return "ok"
 
+        async def postgres_read() -> str:
+            await self.db.ping(timeout=timeout, read=True)
+            return "ok"
+
         async def redis() -> str:
             await asyncio.wait_for(self.redis.ping(), timeout=timeout)
             return "ok"
 
+        checks = [("postgres", postgres), ("redis", redis)]
+        if self.db.read_url:  # a read replica (DATABASE_READ_URL) is a dependency of its own
+            checks.insert(1, ("postgres_read", postgres_read))
         status: dict[str, str] = {}
-        for name, check in (("postgres", postgres), ("redis", redis)):
+        for name, check in checks:
             try:
                 status[name] = await asyncio.wait_for(check(), timeout=timeout + 0.5)
             except Exception as error:  # noqa: BLE001 - any failure means "down"
@@ -57,6 +70,11 @@ class Runtime:
         return status
 
     async def close(self) -> None:
+        for hook in self.on_close:
+            try:
+                await asyncio.wait_for(hook(), timeout=5)
+            except Exception as error:  # noqa: BLE001 - shutdown goes on; the hook logged what it lost
+                log.warning("close hook %r failed (%s)", hook, type(error).__name__)
         await self.db.close()
         try:
             await self.redis.aclose()
@@ -68,12 +86,15 @@ class Runtime:
 
 
 def redis_client(url: str) -> aioredis.Redis:
+    # Two quick retries ride over a Redis restart (a pooled connection that died is replaced on the
+    # retry, so the caller sees no error) while a dead Redis still fails the call within a second.
     return aioredis.from_url(
         url,
         socket_timeout=5,
-        socket_connect_timeout=3,
+        socket_connect_timeout=2,
         health_check_interval=15,
         retry_on_timeout=False,
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=2),
     )
 
 

@@ -35,6 +35,18 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.ConnectionDoesNotExistError,
 )
+# Failures of a connection that was working: the server restarted, crashed or the network dropped.
+# asyncpg discards such a connection on release and the pool opens a fresh one on the next acquire.
+LOST_CONNECTION: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+# The server's own named queries (snapshot, data version) are short; past this, PostgreSQL is
+# taken to be unreachable rather than busy, so a hung server gives an error instead of a hang.
+NAMED_QUERY_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -124,24 +136,32 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, *, read: bool = False, timeout: float = 10.0
+        self, *, read: bool = False, timeout: float = 10.0, label: bool = True
     ) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection. `label=False` tells the correlation layer (mcp_server/correlation.py)
+        not to spend a round trip naming it after the call: for one short internal read, or when the
+        caller sets the label itself in a batch it sends anyway (run_select's BEGIN)."""
         pool = self.read_pool if read else self.pool
         try:
+            # The timeout covers opening a new connection too, so a dead server fails fast.
             conn = await pool.acquire(timeout=timeout)
-        except (
-            TimeoutError,
-            OSError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.CannotConnectNowError,
-        ) as error:
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as error:
+            # A PostgresError here is the server refusing a new connection (too many clients, database
+            # not accepting connections, starting up): unavailable for now, not a bad statement.
             raise Unavailable(
                 f"PostgreSQL is not reachable right now ({type(error).__name__}); retry shortly"
             ) from error
         try:
             yield conn
+        except LOST_CONNECTION as error:
+            raise Unavailable(
+                f"the connection to PostgreSQL was lost ({type(error).__name__}); retry shortly"
+            ) from error
         finally:
-            await pool.release(conn)
+            try:
+                await asyncio.wait_for(pool.release(conn), timeout=timeout)
+            except CONNECTION_ERRORS:
+                conn.terminate()  # broken: drop it; the pool replaces it on a later acquire
 
     async def apply_schema(self) -> None:
         """Create tables, indexes, mcp_internal and the query role; safe to run on every start."""
@@ -150,23 +170,28 @@ class Database:
             await conn.execute(sql.load("schema"))
             await conn.execute(sql.load("query_role"))
 
-    async def ping(self, timeout: float = 2.0) -> None:
-        async with self.connection(timeout=timeout) as conn:
+    async def ping(self, timeout: float = 2.0, *, read: bool = False) -> None:
+        async with self.connection(read=read, timeout=timeout) as conn:
             await conn.fetchval("SELECT 1", timeout=timeout)
 
     async def fetch_named(self, name: str, *args: Any, read: bool = True) -> list[asyncpg.Record]:
         async with self.connection(read=read) as conn:
-            return await conn.fetch(sql.load(name), *args)
+            return await _bounded(conn.fetch(sql.load(name), *args, timeout=NAMED_QUERY_TIMEOUT))
 
     async def fetchrow_named(self, name: str, *args: Any, read: bool = True) -> asyncpg.Record | None:
         async with self.connection(read=read) as conn:
-            return await conn.fetchrow(sql.load(name), *args)
+            return await _bounded(conn.fetchrow(sql.load(name), *args, timeout=NAMED_QUERY_TIMEOUT))
 
-    async def data_version(self) -> int:
-        """Bumped by every data load; caches key on it so regenerated data is never served stale."""
-        async with self.connection(read=True) as conn:
-            value = await conn.fetchval("SELECT version FROM mcp_internal.data_version")
-        return int(value or 0)
+    async def data_version(self, conn: asyncpg.Connection | None = None) -> int:
+        """Bumped by every data load; caches key on it so regenerated data is never served stale.
+
+        Read from PostgreSQL on every call (the row is the truth, whoever bumps it), in one round trip:
+        on `conn` when the caller holds one already, else on an unlabelled pooled connection; the
+        statement is prepared once per connection."""
+        if conn is not None:
+            return await _read_version(conn)
+        async with self.connection(read=True, label=False) as pooled:
+            return await _read_version(pooled)
 
     async def replace_data(self, data: Dataset, progress: Progress | None = None) -> LoadReport:
         """Swap the analytics tables' contents for `data` in one transaction (old data kept on failure)."""
@@ -224,6 +249,23 @@ class Database:
             raise ValueError(table)
         async with self.connection(read=True) as conn:
             return int(await conn.fetchval(f'SELECT count(*) FROM "{table}"'))
+
+
+async def _read_version(conn: asyncpg.Connection) -> int:
+    value = await _bounded(
+        conn.fetchval("SELECT version FROM mcp_internal.data_version", timeout=NAMED_QUERY_TIMEOUT)
+    )
+    return int(value or 0)
+
+
+async def _bounded(awaitable: Any) -> Any:
+    """A named query that outlived NAMED_QUERY_TIMEOUT means a hung server: say so in one line."""
+    try:
+        return await awaitable
+    except TimeoutError as error:
+        raise Unavailable(
+            f"PostgreSQL did not answer within {NAMED_QUERY_TIMEOUT:.0f} s; retry shortly"
+        ) from error
 
 
 async def _copy(conn: asyncpg.Connection, table: str, columns: list[str], chunks: Iterator[bytes]) -> None:

@@ -1,0 +1,236 @@
+"""Request limits, so no single call can exhaust memory or time: body size, argument size, rate (HTTP 429).
+
+The per-call timeout lives in the Guard (mcp_server/app.py), around the call itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from analytics.errors import InvalidInput
+from mcp_server.auth import presented_key
+from mcp_server.ratelimit import rate_limiter
+from mcp_server.runtime import Runtime
+
+if TYPE_CHECKING:
+    from mcp_server.app import App, CallInfo
+
+MAX_NESTING = 64  # deeper arguments are refused before anything walks them recursively
+
+
+def argument_problem(arguments: dict[str, Any], max_bytes: int) -> str | None:
+    """Why these arguments are refused (too deep, too large), or None when they are acceptable."""
+    estimate = _estimate(arguments, max_bytes)
+    if estimate is _TOO_DEEP:
+        return f"arguments are nested deeper than {MAX_NESTING} levels; flatten them"
+    if estimate is _SMALL:
+        return None  # an upper bound of the encoded size is within the limit: no need to encode
+    if estimate is _UNSURE and _deeper_than(arguments, MAX_NESTING):
+        return f"arguments are nested deeper than {MAX_NESTING} levels; flatten them"
+    try:
+        size = len(json.dumps(arguments, default=str, ensure_ascii=False).encode("utf-8", "replace"))
+    except (TypeError, ValueError):
+        return "arguments are not valid JSON values"
+    if size > max_bytes:
+        return (
+            f"arguments are {size:,} bytes, more than the {max_bytes:,} allowed (MAX_ARGUMENT_BYTES); "
+            "pass large data by reference (a session dataset) instead"
+        )
+    return None
+
+
+# What _estimate found: too deep; certainly within the limit; maybe over it (encode to know); or a
+# value of a type it does not bound (then the general walk and the exact encoding decide).
+_TOO_DEEP, _SMALL, _MAYBE_LARGE, _UNSURE = object(), object(), object(), object()
+# Encoded JSON bytes per character of a string, at most: a control character becomes \u00XX.
+_PER_CHAR = 6
+_FLOAT_CHARS = 24  # '-1.7976931348623157e+308'; 'Infinity', 'NaN', 'false', 'null' are shorter
+
+
+def _estimate(arguments: Any, max_bytes: int) -> object:
+    """One breadth-first pass over JSON-shaped values: the nesting depth and an upper bound of the
+    encoded size (json.dumps, ensure_ascii=False, UTF-8), without encoding anything.
+
+    A call with 1,000 inline rows costs a third of encoding them; only a bound over `max_bytes` needs
+    the exact encoding. Exact types only (dict, list, tuple, str, int, float, bool, None): anything
+    else answers _UNSURE and the caller falls back to the general walk and the exact size.
+    """
+    level: list[Any] = [arguments]
+    depth = 1
+    bound = 0
+    while level:
+        if depth > MAX_NESTING:
+            return _TOO_DEEP
+        deeper: list[Any] = []
+        push = deeper.append
+        for container in level:
+            if depth == MAX_NESTING and len(container):
+                return _TOO_DEEP  # its items sit one level deeper than allowed
+            kind = type(container)
+            if kind is dict:
+                # braces; per item: key quotes, ': ' and ', '; then each key's characters
+                bound += 2 + 6 * len(container)
+                for key in container:
+                    if type(key) is not str:
+                        return _UNSURE
+                    bound += _PER_CHAR * len(key)
+                items = container.values()
+            elif kind is list or kind is tuple:
+                bound += 2 + 2 * len(container)  # brackets and ', ' separators
+                items = container
+            else:
+                return _UNSURE
+            for item in items:
+                kind = type(item)
+                if kind is str:
+                    bound += _PER_CHAR * len(item) + 2
+                elif kind is dict or kind is list or kind is tuple:
+                    push(item)
+                elif kind is int:
+                    bound += item.bit_length() // 3 + 3  # decimal digits and a sign
+                elif kind is float or kind is bool or item is None:
+                    bound += _FLOAT_CHARS
+                else:
+                    return _UNSURE
+        level = deeper
+        depth += 1
+    return _SMALL if bound <= max_bytes else _MAYBE_LARGE
+
+
+def _deeper_than(arguments: Any, limit: int) -> bool:
+    """The general depth check (any mapping or sequence type), iterative so depth cannot hurt it."""
+    stack: list[tuple[Any, int]] = [(arguments, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1) for item in value)
+    return False
+
+
+def install(app: App) -> None:
+    max_bytes = app.runtime.settings.max_argument_bytes
+
+    async def check_arguments(info: CallInfo) -> None:
+        problem = argument_problem(info.arguments, max_bytes)
+        if problem is not None:
+            # A file too big to upload inline: the server can read it from its import folder instead.
+            if info.name == "import_file" and "MAX_ARGUMENT_BYTES" in problem:
+                problem = problem.split("; ")[0] + "; put the file in the server's IMPORT_DIR and pass path"
+            raise InvalidInput(problem)
+
+    app.before_call.append(check_arguments)
+
+
+def _json_response(status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> list[Message]:
+    body = json.dumps(payload).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class _TooDeep(Exception):
+    """The body is JSON nested deeper than the parser's recursion limit."""
+
+
+def _calls_a_tool(body: bytes) -> bool:
+    if b"tools/call" not in body:
+        return False
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False  # not JSON: the MCP layer answers that itself
+    except RecursionError:
+        raise _TooDeep from None
+    messages = message if isinstance(message, list) else [message]
+    return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)
+
+
+class RequestLimits:
+    """ASGI middleware for /mcp: 413 for bodies over MAX_REQUEST_BYTES (counted as they stream, so a
+    lying Content-Length does not help), and 429 with Retry-After for a tool call from a key that is
+    over its rate limit (nothing recorded, nothing run)."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime, mcp_path: str = "/mcp") -> None:
+        self.app = app
+        self.runtime = runtime
+        self.mcp_path = mcp_path
+        self.max_bytes = runtime.settings.max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not scope["path"].startswith(self.mcp_path)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        identity = self.runtime.keys.resolve(presented_key(headers))
+        try:
+            calls_a_tool = identity is not None and _calls_a_tool(body)
+        except _TooDeep:
+            detail = f"request JSON is nested too deeply; arguments may nest at most {MAX_NESTING} levels"
+            for message in _json_response(400, {"error": "invalid_request", "detail": detail}, []):
+                await send(message)
+            return
+        if calls_a_tool and identity is not None:
+            limiter = rate_limiter(self.runtime)
+            retry_after = await limiter.retry_after(identity.key_id)
+            if retry_after is not None:
+                limiter.count_refusal()
+                error = limiter.error(int(retry_after * 1000))
+                seconds = str(max(1, math.ceil(retry_after)))
+                for message in _json_response(
+                    429,
+                    {"error": "rate_limited", "detail": error.message, "retry_after": int(seconds)},
+                    [(b"retry-after", seconds.encode())],
+                ):
+                    await send(message)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        detail = f"request body over {self.max_bytes:,} bytes (MAX_REQUEST_BYTES); send less data per call"
+        for message in _json_response(413, {"error": "request_too_large", "detail": detail}, []):
+            await send(message)

@@ -1,0 +1,879 @@
+"""The encrypted session store in Redis: metadata hash, one key per value, per-user index sets, shared TTL.
+
+Layout (every key under the configured prefix):
+- `session:{id}` hash: `meta` (encrypted: owner, data source, grant, key-name secret), `status`,
+  `ttl`, `created`, `accessed`, `expires` (epoch seconds), `bytes` (stored size of all values) and
+  one `k:{token}` field per key (encrypted: key name, kind, size, dataset metadata).
+- `session:{id}:data:{token}` the encrypted value; `token` is a keyed digest of the key name, so
+  key names never appear in Redis and never reach a Redis pattern.
+- `session:index:{user_id}` set of the session ids a user owns or was granted.
+Every change runs as one Lua script, so concurrent updates lose nothing and every key of a session
+gets the same expiry at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pandas as pd
+import redis.asyncio as aioredis
+
+from analytics.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from sessions import access
+from sessions.access import Caller, Grants
+from sessions.crypto import Cipher
+from sessions.datasets import bytes_to_frame, frame_to_bytes, json_ready, preview_rows
+
+KINDS = ("value", "analysis", "chart", "dataset")
+PREVIEW_ROWS = 20
+MAX_PREVIEW_ROWS = 1_000
+_KEY_FIELD = "k:"
+_META_CACHE_SIZE = 4096
+_THREAD_THRESHOLD = 256 * 1024  # encrypt/encode bigger payloads off the event loop
+
+# Shared by the scripts below: give every key of the session (and its index sets) the session's TTL.
+# KEYS[1] is the hash, KEYS[first_index..] the index sets; ARGV[1] the data key prefix, ARGV[2] now.
+_REFRESH = """
+local function refresh(first_index)
+  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+  redis.call('HSET', KEYS[1], 'accessed', ARGV[2], 'expires', tostring(tonumber(ARGV[2]) + ttl))
+  redis.call('EXPIRE', KEYS[1], ttl)
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, 2) == 'k:' then
+      redis.call('EXPIRE', ARGV[1] .. string.sub(field, 3), ttl)
+    end
+  end
+  for i = first_index, #KEYS do
+    local remaining = redis.call('TTL', KEYS[i])
+    if remaining ~= -2 and remaining < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
+  end
+  return ttl
+end
+"""
+
+# KEYS: hash, data key, index sets. ARGV: data prefix, now, field, entry, value, max session bytes.
+_WRITE = (
+    _REFRESH
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return {-3, 0} end
+local total = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+  - redis.call('STRLEN', KEYS[2]) + string.len(ARGV[5])
+if total > tonumber(ARGV[6]) then return {-2, total} end
+redis.call('SET', KEYS[2], ARGV[5])
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4], 'bytes', total)
+refresh(3)
+return {1, total}
+"""
+)
+
+# KEYS: hash, data key, index sets. ARGV: data prefix, now, field. Returns {entry, value} or {}.
+_READ = (
+    _REFRESH
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+refresh(3)
+local entry = redis.call('HGET', KEYS[1], ARGV[3])
+if not entry then return {} end
+return {entry, redis.call('GET', KEYS[2])}
+"""
+)
+
+# KEYS: hash, index sets. ARGV: data prefix, now, new ttl or ''.
+_TOUCH = (
+    _REFRESH
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[3]) end
+return refresh(2)
+"""
+)
+
+# KEYS: hash, index sets. ARGV: data prefix, now, session id, n, n field/value pairs, token/value pairs.
+_PUT = (
+    _REFRESH
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[4])
+local i = 5
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('SET', ARGV[1] .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for j = 2, #KEYS do redis.call('SADD', KEYS[j], ARGV[3]) end
+refresh(2)
+return 1
+"""
+)
+
+# KEYS: hash. Marks the session closing and returns its hash and values, atomically.
+_SNAPSHOT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], 'status', 'closing')
+local fields = redis.call('HGETALL', KEYS[1])
+local values = {}
+for i = 1, #fields, 2 do
+  local field = fields[i]
+  if string.sub(field, 1, 2) == 'k:' then
+    local value = redis.call('GET', ARGV[1] .. string.sub(field, 3))
+    if value then
+      values[#values + 1] = string.sub(field, 3)
+      values[#values + 1] = value
+    end
+  end
+end
+return {fields, values}
+"""
+
+# KEYS: hash. ARGV: status. Sets it only while the session exists.
+_SET_STATUS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+return 1
+"""
+
+# KEYS: hash, index sets. ARGV: data prefix, session id. Deletes every key of the session.
+_DROP = """
+local removed = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, 2) == 'k:' then
+      redis.call('DEL', ARGV[1] .. string.sub(field, 3))
+    end
+  end
+  removed = redis.call('DEL', KEYS[1])
+end
+for j = 2, #KEYS do redis.call('SREM', KEYS[j], ARGV[2]) end
+return removed
+"""
+
+# KEYS: hash, data keys. ARGV: n, n (field, old, new) triples for the hash, then (old, new) per data key.
+# Compare-and-set: a value changed meanwhile was written under the new key already, so it is skipped.
+_REPLACE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = tonumber(ARGV[1])
+local i = 2
+local changed = 0
+for _ = 1, n do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+    changed = changed + 1
+  end
+  i = i + 3
+end
+for k = 2, #KEYS do
+  if redis.call('GET', KEYS[k]) == ARGV[i] then
+    redis.call('SET', KEYS[k], ARGV[i + 1], 'KEEPTTL')
+    changed = changed + 1
+  end
+  i = i + 2
+end
+return changed
+"""
+
+
+@dataclass(frozen=True)
+class ArchivedSession:
+    session_id: str
+    owner_id: str
+    archived_at: dt.datetime
+    metadata: bytes
+    payload: bytes
+
+
+class ArchiveBackend(Protocol):
+    """Where closed sessions go (PostgreSQL's mcp_internal.session_archive in production)."""
+
+    async def save(self, session_id: str, owner_id: str, metadata: bytes, payload: bytes) -> None: ...
+
+    async def fetch(self, session_id: str) -> ArchivedSession | None: ...
+
+    async def remove(self, session_id: str) -> bool: ...
+
+    async def list_for(self, owner_id: str | None) -> list[tuple[str, str, dt.datetime]]: ...
+
+    async def session_ids(self) -> list[str]: ...
+
+    async def replace(
+        self, session_id: str, archived_at: dt.datetime, metadata: bytes, payload: bytes
+    ) -> bool: ...
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+@dataclass(frozen=True)
+class _Meta:
+    grants: Grants
+    data_source: str
+    created_at: float
+    secret: bytes  # keys the digest that names each value's Redis key
+
+    def token(self, key: str) -> str:
+        return hmac.new(self.secret, key.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class SessionStore:
+    """Sessions in Redis, each value Fernet-encrypted, access checked on every call."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        key_prefix: str,
+        encryption_keys: Sequence[str],
+        archive: ArchiveBackend | None = None,
+        max_value_bytes: int = 16_000_000,
+        max_session_bytes: int = 64_000_000,
+        max_ttl_seconds: int = 30 * 24 * 3600,
+    ) -> None:
+        self.redis = redis
+        self.prefix = key_prefix
+        self.cipher = Cipher(encryption_keys)
+        self.archive = archive
+        self.max_value_bytes = max_value_bytes
+        self.max_session_bytes = max_session_bytes
+        self.max_ttl_seconds = max_ttl_seconds
+        self._meta_cache: OrderedDict[str, _Meta] = OrderedDict()
+        self._write = redis.register_script(_WRITE)
+        self._read = redis.register_script(_READ)
+        self._touch = redis.register_script(_TOUCH)
+        self._put = redis.register_script(_PUT)
+        self._snapshot = redis.register_script(_SNAPSHOT)
+        self._set_status = redis.register_script(_SET_STATUS)
+        self._drop = redis.register_script(_DROP)
+        self._replace = redis.register_script(_REPLACE)
+
+    # -- key names ---------------------------------------------------------------------------
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _hash(self, session: str) -> str:
+        return self._key("session", session)
+
+    def _data_prefix(self, session: str) -> str:
+        return self._key("session", session, "data", "")
+
+    def _index(self, user: str) -> str:
+        return self._key("session", "index", user)
+
+    def _indexes(self, grants: Grants) -> list[str]:
+        users = [grants.owner_id] + ([grants.grant_user] if grants.grant_user else [])
+        return [self._index(user) for user in dict.fromkeys(users)]
+
+    # -- metadata ----------------------------------------------------------------------------
+    def _decode_meta(self, blob: bytes | str) -> _Meta:
+        raw = self.cipher.decrypt_json(blob)
+        grant = raw.get("grant") or {}
+        return _Meta(
+            grants=Grants(raw["owner_id"], grant.get("user_id"), grant.get("access_level", "read")),
+            data_source=raw["data_source"],
+            created_at=float(raw["created_at"]),
+            secret=bytes.fromhex(raw["secret"]),
+        )
+
+    async def _meta(self, caller: Caller, session: str) -> _Meta:
+        """The session's metadata, after checking the caller may see it (NotFound otherwise).
+
+        Metadata never changes after creation (restore brings back the same), so it is cached by
+        session id; the scripts that follow still check the session exists, so a cached entry
+        never revives a closed or expired session.
+        """
+        meta = self._meta_cache.get(session)
+        if meta is None:
+            blob = await self.redis.hget(self._hash(session), "meta")
+            if blob is None:
+                raise access.not_found(session)
+            meta = self._decode_meta(blob)
+            self._meta_cache[session] = meta
+            if len(self._meta_cache) > _META_CACHE_SIZE:
+                self._meta_cache.popitem(last=False)
+        else:
+            self._meta_cache.move_to_end(session)
+        meta.grants.require_read(caller, session)
+        return meta
+
+    def _entry(self, blob: bytes | str) -> dict[str, Any]:
+        entry: dict[str, Any] = self.cipher.decrypt_json(blob)
+        return entry
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _ttl(self, ttl_seconds: int) -> int:
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds < 1:
+            raise InvalidInput(
+                f"ttl_seconds must be a whole number of seconds from 1 to {self.max_ttl_seconds}"
+            )
+        if ttl_seconds > self.max_ttl_seconds:
+            raise InvalidInput(
+                f"ttl_seconds {ttl_seconds} is above the limit of {self.max_ttl_seconds}; "
+                "ask for less and use session_extend later"
+            )
+        return ttl_seconds
+
+    async def create(
+        self,
+        caller: Caller,
+        data_source: str,
+        access_level: str = "read",
+        ttl_seconds: int = 3600,
+        user_id: str | None = None,
+    ) -> dict[str, Any]:
+        if caller.role == "viewer":
+            raise Forbidden("viewers cannot create sessions; ask an analyst to grant you one")
+        if not isinstance(data_source, str) or not data_source.strip() or len(data_source) > 500:
+            raise InvalidInput(
+                "data_source must be 1-500 characters, e.g. 'database' or what the session is about"
+            )
+        level = access.access_level(access_level)
+        ttl = self._ttl(ttl_seconds)
+        grantee = access.user_id(user_id) if user_id is not None else None
+        session = str(uuid.uuid4())
+        now = time.time()
+        meta = {
+            "owner_id": caller.user_id,
+            "data_source": data_source,
+            "grant": {"user_id": grantee, "access_level": level} if grantee else None,
+            "created_at": now,
+            "secret": secrets.token_hex(32),
+        }
+        grants = Grants(caller.user_id, grantee, level)
+        fields = {
+            "meta": self.cipher.encrypt_json(meta),
+            "status": b"active",
+            "ttl": str(ttl).encode(),
+            "created": repr(now).encode(),
+            "bytes": b"0",
+        }
+        args: list[Any] = [self._data_prefix(session), repr(now), session, len(fields)]
+        for name, value in fields.items():
+            args += [name, value]
+        created = await self._put(keys=[self._hash(session), *self._indexes(grants)], args=args)
+        if not created:  # a UUID4 collision: vanishingly rare, never silently merged
+            raise Unavailable("could not allocate a session id; retry")
+        answer: dict[str, Any] = {
+            "session_id": session,
+            "created_at": _iso(now),
+            "expires_at": _iso(now + ttl),
+            "status": "active",
+            "ttl_seconds": ttl,
+            "data_source": data_source,
+        }
+        if grantee:
+            answer["granted_to"] = {"user_id": grantee, "access_level": level}
+        return answer
+
+    async def extend(self, caller: Caller, session_id: str, ttl_seconds: int) -> dict[str, Any]:
+        session = access.session_id(session_id)
+        ttl = self._ttl(ttl_seconds)
+        meta = await self._meta(caller, session)
+        meta.grants.require_write(caller, session)
+        now = time.time()
+        result = await self._touch(
+            keys=[self._hash(session), *self._indexes(meta.grants)],
+            args=[self._data_prefix(session), repr(now), str(ttl)],
+        )
+        if int(result) < 0:
+            raise access.not_found(session)
+        return {"session_id": session, "ttl_seconds": ttl, "expires_at": _iso(now + ttl), "status": "active"}
+
+    # -- values ------------------------------------------------------------------------------
+    async def _store(
+        self, caller: Caller, session: str, key: str, entry: dict[str, Any], value_blob: bytes
+    ) -> int:
+        """Write one encrypted value and its index entry atomically; returns the session's new size."""
+        if len(value_blob) > self.max_value_bytes:
+            raise InvalidInput(
+                f"value for key '{key}' is {len(value_blob):,} bytes stored (compressed and encrypted); the "
+                f"limit is {self.max_value_bytes:,} per value (SESSION_MAX_VALUE_BYTES): save less or split it"
+            )
+        meta = await self._meta(caller, session)
+        meta.grants.require_write(caller, session)
+        token = meta.token(key)
+        entry = {**entry, "name": key, "size_bytes": len(value_blob), "updated_at": _iso(time.time())}
+        code, total = await self._write(
+            keys=[self._hash(session), self._data_prefix(session) + token, *self._indexes(meta.grants)],
+            args=[
+                self._data_prefix(session),
+                repr(time.time()),
+                _KEY_FIELD + token,
+                self.cipher.encrypt_json(entry),
+                value_blob,
+                self.max_session_bytes,
+            ],
+        )
+        if code == -1:
+            raise access.not_found(session)
+        if code == -3:
+            raise InvalidInput(f"session '{session}' is being closed; open a new session to keep working")
+        if code == -2:
+            raise InvalidInput(
+                f"session '{session}' would hold {int(total):,} bytes, above its limit of "
+                f"{self.max_session_bytes:,} (SESSION_MAX_BYTES); overwrite keys or open another session"
+            )
+        return int(total)
+
+    async def _encrypt_value(self, value: Any) -> bytes:
+        try:
+            raw = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError):
+            raise InvalidInput(
+                "value must be JSON (objects, arrays, strings, finite numbers, booleans, null)"
+            ) from None
+        if len(raw) > self.max_value_bytes * 4:  # hopeless even after compression: refuse before the work
+            raise InvalidInput(
+                f"value is {len(raw):,} bytes of JSON; the limit is {self.max_value_bytes:,} stored bytes "
+                "per value (SESSION_MAX_VALUE_BYTES): save less or split it"
+            )
+        if len(raw) > _THREAD_THRESHOLD:
+            return await asyncio.to_thread(self.cipher.encrypt_json, value, True)
+        return self.cipher.encrypt_json(value, compress=len(raw) > 1024)
+
+    async def update(self, caller: Caller, session_id: str, key: str, value: Any) -> dict[str, Any]:
+        """Store a JSON value under `key` (replacing what was there)."""
+        return await self.save_value(caller, session_id, key, value, kind="value")
+
+    async def save_value(
+        self, caller: Caller, session_id: str, key: str, value: Any, kind: str = "value"
+    ) -> dict[str, Any]:
+        """Store a JSON value tagged with its kind ("analysis", "chart", "value"); `read` returns it."""
+        session = access.session_id(session_id)
+        key = access.key_name(key)
+        if kind not in KINDS or kind == "dataset":
+            raise InvalidInput(f"kind '{kind}' is not one of: value, analysis, chart")
+        blob = await self._encrypt_value(json_ready(value))
+        total = await self._store(caller, session, key, {"kind": kind}, blob)
+        return {
+            "session_id": session,
+            "key": key,
+            "kind": kind,
+            "size_bytes": len(blob),
+            "session_bytes": total,
+            "status": "stored",
+        }
+
+    async def save_dataset(
+        self, caller: Caller, session_id: str, name: str, frame: pd.DataFrame, source: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Store a DataFrame as zstd-compressed Arrow IPC, encrypted; returns its metadata."""
+        session = access.session_id(session_id)
+        name = access.key_name(name)
+        # Check access before the (possibly large) encoding work.
+        (await self._meta(caller, session)).grants.require_write(caller, session)
+
+        def encode() -> tuple[bytes, list[dict[str, str]]]:
+            data, columns = frame_to_bytes(frame)
+            return self.cipher.encrypt(data), columns
+
+        if frame.size > 20_000:
+            blob, columns = await asyncio.to_thread(encode)
+        else:
+            blob, columns = encode()
+        described = {"rows": len(frame), "columns": columns, "source": json_ready(source)}
+        await self._store(caller, session, name, {"kind": "dataset", **described}, blob)
+        return {"name": name, **described, "size_bytes": len(blob)}
+
+    async def _fetch(
+        self, caller: Caller, session: str, key: str
+    ) -> tuple[dict[str, Any] | None, bytes | None]:
+        """The key's index entry and encrypted value ((None, None) when the key is not in the session)."""
+        meta = await self._meta(caller, session)
+        token = meta.token(key)
+        found = await self._read(
+            keys=[self._hash(session), self._data_prefix(session) + token, *self._indexes(meta.grants)],
+            args=[self._data_prefix(session), repr(time.time()), _KEY_FIELD + token],
+        )
+        if found is None:
+            raise access.not_found(session)
+        if not found:
+            return None, None
+        return self._entry(found[0]), (found[1] if len(found) > 1 else None)
+
+    async def read(
+        self, caller: Caller, session_id: str, key: str, offset: int = 0, limit: int = PREVIEW_ROWS
+    ) -> dict[str, Any]:
+        """{session_id, key, kind, value}; a dataset's value is its metadata plus rows offset..offset+limit."""
+        session = access.session_id(session_id)
+        key = access.key_name(key)
+        if offset < 0 or not 1 <= limit <= MAX_PREVIEW_ROWS:
+            raise InvalidInput(f"offset must be >= 0 and limit 1-{MAX_PREVIEW_ROWS}")
+        entry, blob = await self._fetch(caller, session, key)
+        if entry is None or blob is None:
+            names = [item["name"] for item in await self._entries(session)]
+            listed = ", ".join(names[:20]) + (f" (+{len(names) - 20} more)" if len(names) > 20 else "")
+            raise NotFound(
+                f"key '{key}' not in session '{session}'; keys: {listed or 'none yet (session_update adds one)'}"
+            )
+        kind = entry.get("kind", "value")
+        if kind != "dataset":
+            value = (
+                await asyncio.to_thread(self.cipher.decrypt_json, blob)
+                if len(blob) > _THREAD_THRESHOLD
+                else (self.cipher.decrypt_json(blob))
+            )
+            return {
+                "session_id": session,
+                "key": key,
+                "kind": kind,
+                "value": value,
+                "updated_at": entry["updated_at"],
+            }
+        frame = await self._frame(blob)
+        rows = len(frame)
+        value = {
+            "name": key,
+            "rows": rows,
+            "columns": entry["columns"],
+            "source": entry.get("source"),
+            "size_bytes": entry["size_bytes"],
+            "preview": preview_rows(frame, offset, limit),
+            "offset": offset,
+            "limit": limit,
+            "next_offset": offset + limit if offset + limit < rows else None,
+        }
+        return {
+            "session_id": session,
+            "key": key,
+            "kind": "dataset",
+            "value": value,
+            "updated_at": entry["updated_at"],
+        }
+
+    async def _frame(self, blob: bytes) -> pd.DataFrame:
+        if len(blob) > _THREAD_THRESHOLD:
+            return await asyncio.to_thread(lambda: bytes_to_frame(self.cipher.decrypt(blob)))
+        return bytes_to_frame(self.cipher.decrypt(blob))
+
+    async def load_dataset(self, caller: Caller, session_id: str, name: str) -> pd.DataFrame:
+        session = access.session_id(session_id)
+        name = access.key_name(name)
+        entry, blob = await self._fetch(caller, session, name)
+        if entry is None or entry.get("kind") != "dataset" or blob is None:
+            datasets = [
+                item["name"] for item in await self._entries(session) if item.get("kind") == "dataset"
+            ]
+            raise NotFound(
+                f"dataset '{name}' not in session '{session}'; datasets: "
+                f"{', '.join(datasets[:20]) or 'none (query_database with session_id and save_as saves one)'}"
+            )
+        return await self._frame(blob)
+
+    async def _entries(self, session: str) -> list[dict[str, Any]]:
+        fields = await self.redis.hgetall(self._hash(session))
+        entries = [self._entry(blob) for field, blob in fields.items() if _text(field).startswith(_KEY_FIELD)]
+        return sorted(entries, key=lambda item: str(item["name"]))
+
+    # -- listing -----------------------------------------------------------------------------
+    def _describe(self, session: str, fields: Mapping[Any, Any], meta: _Meta) -> dict[str, Any]:
+        entries = sorted(
+            (self._entry(blob) for field, blob in fields.items() if _text(field).startswith(_KEY_FIELD)),
+            key=lambda item: str(item["name"]),
+        )
+        grants = meta.grants
+        return {
+            "session_id": session,
+            "owner_id": grants.owner_id,
+            "data_source": meta.data_source,
+            "status": _text(fields.get(b"status")),
+            "created_at": _iso(meta.created_at),
+            "last_accessed": _iso(float(fields.get(b"accessed") or meta.created_at)),
+            "expires_at": _iso(float(fields.get(b"expires") or 0)),
+            "ttl_seconds": int(fields.get(b"ttl") or 0),
+            "size_bytes": int(fields.get(b"bytes") or 0),
+            "granted_to": {"user_id": grants.grant_user, "access_level": grants.grant_level}
+            if grants.grant_user
+            else None,
+            "keys": [
+                {"key": item["name"], "kind": item.get("kind"), "size_bytes": item.get("size_bytes")}
+                | ({"rows": item.get("rows")} if item.get("kind") == "dataset" else {})
+                for item in entries
+            ],
+        }
+
+    async def list_sessions(self, caller: Caller, all_users: bool = False) -> dict[str, Any]:
+        """The sessions the caller owns or was granted (every session for an admin with all_users)."""
+        if all_users and caller.role != "admin":
+            raise Forbidden("all_users=true needs role admin")
+        if all_users:
+            pattern = _glob_escape(self._key("session", "")) + "*"
+            candidates = set()
+            async for raw in self.redis.scan_iter(match=pattern, count=1000, _type="HASH"):
+                tail = _text(raw)[len(self._key("session", "")) :]
+                if len(tail) == 36 and ":" not in tail:
+                    candidates.add(tail)
+        else:
+            candidates = {_text(raw) for raw in await self.redis.smembers(self._index(caller.user_id))}
+        ids = sorted(candidates)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session in ids:
+                pipe.hgetall(self._hash(session))
+            hashes = await pipe.execute()
+        sessions, gone = [], []
+        for session, fields in zip(ids, hashes, strict=True):
+            if not fields or b"meta" not in fields:
+                gone.append(session)
+                continue
+            meta = self._decode_meta(fields[b"meta"])
+            if meta.grants.can_read(caller):
+                sessions.append(self._describe(session, fields, meta))
+        if gone and not all_users:  # expired sessions: clean the index set
+            await self.redis.srem(self._index(caller.user_id), *gone)
+        sessions.sort(key=lambda item: item["created_at"], reverse=True)
+        return {"sessions": sessions, "count": len(sessions)}
+
+    async def describe(self, caller: Caller, session_id: str) -> dict[str, Any]:
+        session = access.session_id(session_id)
+        fields = await self.redis.hgetall(self._hash(session))
+        if not fields or b"meta" not in fields:
+            raise access.not_found(session)
+        meta = self._decode_meta(fields[b"meta"])
+        meta.grants.require_read(caller, session)
+        return self._describe(session, fields, meta)
+
+    # -- closing, archiving, restoring -------------------------------------------------------
+    async def delete(self, caller: Caller, session_id: str) -> dict[str, Any]:
+        """Admin only: remove the live session and its archive, if any."""
+        session = access.session_id(session_id)
+        if caller.role != "admin":
+            raise Forbidden("session_delete needs role admin; use session_close for your own sessions")
+        blob = await self.redis.hget(self._hash(session), "meta")
+        indexes = self._indexes(self._decode_meta(blob).grants) if blob is not None else []
+        removed = await self._drop(
+            keys=[self._hash(session), *indexes], args=[self._data_prefix(session), session]
+        )
+        archived = await self.archive.remove(session) if self.archive is not None else False
+        if not removed and not archived:
+            raise access.not_found(session)
+        return {
+            "session_id": session,
+            "status": "deleted",
+            "live_deleted": bool(removed),
+            "archive_deleted": archived,
+        }
+
+    async def close(self, caller: Caller, session_id: str, archive: bool = True) -> dict[str, Any]:
+        """End a session; with archive, it is first written (still encrypted) to the archive in one go."""
+        session = access.session_id(session_id)
+        meta = await self._meta(caller, session)
+        meta.grants.require_manage(caller, session, "close")
+        indexes = self._indexes(meta.grants)
+        if not archive:
+            if not await self._drop(
+                keys=[self._hash(session), *indexes], args=[self._data_prefix(session), session]
+            ):
+                raise access.not_found(session)
+            return {"session_id": session, "status": "closed", "archived": False}
+        if self.archive is None:
+            raise Unavailable(
+                "no session archive is configured; close with archive=false or configure DATABASE_URL"
+            )
+        snapshot = await self._snapshot(keys=[self._hash(session)], args=[self._data_prefix(session)])
+        if snapshot is None:
+            raise access.not_found(session)
+        fields, values = snapshot
+        hash_fields = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
+        hash_fields["status"] = "active"
+        payload = {_text(values[i]): _text(values[i + 1]) for i in range(0, len(values), 2)}
+        try:
+            await self.archive.save(
+                session,
+                meta.grants.owner_id,
+                json.dumps({"format": 1, "hash": hash_fields}).encode(),
+                json.dumps({"format": 1, "values": payload}).encode(),
+            )
+        except BaseException:
+            # The archive did not take it: the live session stays exactly as it was.
+            await self._set_status(keys=[self._hash(session)], args=["active"])
+            raise
+        await self._drop(keys=[self._hash(session), *indexes], args=[self._data_prefix(session), session])
+        return {
+            "session_id": session,
+            "status": "closed",
+            "archived": True,
+            "keys": len(payload),
+            "size_bytes": int(hash_fields.get("bytes") or 0),
+        }
+
+    async def restore(self, caller: Caller, session_id: str) -> dict[str, Any]:
+        """Bring an archived session back to Redis (owner or admin), with a fresh expiry."""
+        session = access.session_id(session_id)
+        live = await self.redis.hget(self._hash(session), "meta")
+        if live is not None and self._decode_meta(live).grants.can_read(caller):
+            raise InvalidInput(f"session '{session}' is active already; read it with session_read")
+        if self.archive is None:
+            raise Unavailable("no session archive is configured; sessions cannot be restored")
+        archived = await self.archive.fetch(session)
+        if archived is None or not (caller.role == "admin" or archived.owner_id == caller.user_id):
+            raise NotFound(
+                f"archived session '{session}' not found: only its owner or an admin can restore it; "
+                "session_list with archived=true shows yours"
+            )
+        if await self.redis.exists(self._hash(session)):
+            raise InvalidInput(f"session '{session}' is active already; read it with session_read")
+        hash_fields: dict[str, str] = json.loads(archived.metadata)["hash"]
+        values: dict[str, str] = json.loads(archived.payload)["values"]
+        meta = self._decode_meta(hash_fields["meta"].encode())
+        now = time.time()
+        args: list[Any] = [self._data_prefix(session), repr(now), session, len(hash_fields)]
+        for name, value in hash_fields.items():
+            args += [name, value]
+        for token, value in values.items():
+            args += [token, value]
+        put = await self._put(keys=[self._hash(session), *self._indexes(meta.grants)], args=args)
+        if not put:
+            raise InvalidInput(f"session '{session}' is active already; read it with session_read")
+        await self.archive.remove(session)
+        ttl = int(hash_fields.get("ttl") or 0)
+        return {
+            "session_id": session,
+            "status": "active",
+            "restored": True,
+            "keys": len(values),
+            "expires_at": _iso(now + ttl),
+            "archived_at": archived.archived_at.isoformat(timespec="seconds"),
+        }
+
+    async def list_archived(self, caller: Caller) -> dict[str, Any]:
+        if self.archive is None:
+            return {"archived": [], "count": 0}
+        rows = await self.archive.list_for(None if caller.role == "admin" else caller.user_id)
+        archived = [
+            {"session_id": session, "owner_id": owner, "archived_at": when.isoformat(timespec="seconds")}
+            for session, owner, when in rows
+        ]
+        return {"archived": archived, "count": len(archived)}
+
+    # -- key rotation ------------------------------------------------------------------------
+    async def rotate_keys(self) -> dict[str, int]:
+        """Re-encrypt every live and archived session under the first key, so old keys can be dropped.
+
+        A session no configured key decrypts is left as it is and counted in `unreadable`; the other
+        sessions are rotated all the same. Running it twice is harmless (the second run changes nothing).
+        """
+        pattern = _glob_escape(self._key("session", "")) + "*"
+        base = self._key("session", "")
+        counts = dict.fromkeys(
+            (
+                "sessions_rotated",
+                "items_reencrypted",
+                "archived_sessions_rotated",
+                "archived_items_reencrypted",
+                "unreadable",
+            ),
+            0,
+        )
+        async for raw in self.redis.scan_iter(match=pattern, count=500, _type="HASH"):
+            tail = _text(raw)[len(base) :]
+            if len(tail) != 36 or ":" in tail:
+                continue
+            try:
+                changed = await self._rotate_session(tail)
+            except Unavailable:
+                counts["unreadable"] += 1
+                continue
+            if changed:
+                counts["sessions_rotated"] += 1
+                counts["items_reencrypted"] += changed
+        if self.archive is not None:
+            for session in await self.archive.session_ids():
+                try:
+                    changed = await self._rotate_archived(session)
+                except Unavailable:
+                    counts["unreadable"] += 1
+                    continue
+                if changed:
+                    counts["archived_sessions_rotated"] += 1
+                    counts["archived_items_reencrypted"] += changed
+        return counts
+
+    async def _rotated(self, blob: bytes | str) -> bytes | None:
+        """`blob` under the first key, or None when it is there already."""
+        if len(blob) > _THREAD_THRESHOLD:
+            current = await asyncio.to_thread(self.cipher.is_current, blob)
+            return None if current else await asyncio.to_thread(self.cipher.rotate, blob)
+        return None if self.cipher.is_current(blob) else self.cipher.rotate(blob)
+
+    async def _rotate_session(self, session: str) -> int:
+        fields = await self.redis.hgetall(self._hash(session))
+        if not fields:
+            return 0
+        triples: list[bytes | str] = []
+        for field, blob in fields.items():
+            name = _text(field)
+            if name == "meta" or name.startswith(_KEY_FIELD):
+                rotated = await self._rotated(blob)
+                if rotated is not None:
+                    triples += [name, blob, rotated]
+        data_keys: list[str] = []
+        pairs: list[bytes | str] = []
+        tokens = [_text(field)[len(_KEY_FIELD) :] for field in fields if _text(field).startswith(_KEY_FIELD)]
+        if tokens:
+            blobs = await self.redis.mget([self._data_prefix(session) + token for token in tokens])
+            for token, value in zip(tokens, blobs, strict=True):
+                if value is None:  # expired or overwritten meanwhile
+                    continue
+                rotated = await self._rotated(value)
+                if rotated is not None:
+                    data_keys.append(self._data_prefix(session) + token)
+                    pairs += [value, rotated]
+        if not triples and not data_keys:
+            return 0
+        changed = await self._replace(
+            keys=[self._hash(session), *data_keys], args=[len(triples) // 3, *triples, *pairs]
+        )
+        return int(changed)
+
+    async def _rotate_archived(self, session: str) -> int:
+        assert self.archive is not None
+        archived = await self.archive.fetch(session)
+        if archived is None:  # restored or deleted meanwhile
+            return 0
+        hash_fields: dict[str, str] = json.loads(archived.metadata)["hash"]
+        values: dict[str, str] = json.loads(archived.payload)["values"]
+        changed = 0
+        for name, blob in hash_fields.items():
+            if name == "meta" or name.startswith(_KEY_FIELD):
+                rotated = await self._rotated(blob)
+                if rotated is not None:
+                    hash_fields[name] = rotated.decode()
+                    changed += 1
+        for token, blob in values.items():
+            rotated = await self._rotated(blob)
+            if rotated is not None:
+                values[token] = rotated.decode()
+                changed += 1
+        if not changed:
+            return 0
+        replaced = await self.archive.replace(
+            session,
+            archived.archived_at,
+            json.dumps({"format": 1, "hash": hash_fields}).encode(),
+            json.dumps({"format": 1, "values": values}).encode(),
+        )
+        return changed if replaced else 0

@@ -1,0 +1,86 @@
+"""GET /metrics exposes per-tool calls, errors and latency, sessions, caches, pool and health, with
+the right counts after known calls; summary_snapshot shows p50/p95/p99 per tool."""
+
+from __future__ import annotations
+
+import httpx
+from fastmcp import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from mcp_server.cache import Cache
+from mcp_server.observability import reservoir
+from tests.conftest import app_for
+from tests.mcp_server.test_http import serving
+from tests.security.conftest import instance
+from tests.support import call, refusal
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(found, name, **labels):
+    return found.get((name, tuple(sorted(labels.items()))))
+
+
+async def test_metrics_count_known_calls_errors_sessions_cache_events_pool_and_health(runtime, fresh_prefix):
+    rt = instance(runtime, fresh_prefix)
+    async with Client(app_for(rt, "analyst").mcp) as client:
+        for _ in range(3):
+            await call(client, "summary_snapshot")
+        for _ in range(2):
+            await refusal(client, "session_read", session_id="00000000-0000-4000-8000-000000000000", key="k")
+        await refusal(client, "session_create")  # missing data_source: invalid arguments
+        for _ in range(2):
+            await call(client, "session_create", data_source="database")
+        await refusal(client, "generate_data")  # refused by role: counted as a Forbidden error
+    cache = Cache(rt, "probe", 60)
+    await cache.get({"q": 1})
+    await cache.put({"q": 1}, {"a": 1})
+    await cache.get({"q": 1})
+    await cache.get({"q": 1})
+    async with serving(rt) as url, httpx.AsyncClient() as http:
+        response = await http.get(f"{url}/metrics")
+    assert response.status_code == 200
+    found = samples(response.text)
+    assert value(found, "analytics_mcp_tool_calls_total", tool="summary_snapshot", outcome="ok") == 3
+    assert value(found, "analytics_mcp_tool_calls_total", tool="session_read", outcome="NotFound") == 2
+    assert value(found, "analytics_mcp_tool_calls_total", tool="session_create", outcome="ok") == 2
+    assert value(found, "analytics_mcp_tool_calls_total", tool="session_create", outcome="InvalidInput") == 1
+    assert value(found, "analytics_mcp_tool_errors_total", tool="session_read", error="NotFound") == 2
+    assert value(found, "analytics_mcp_tool_errors_total", tool="generate_data", error="Forbidden") == 1
+    assert value(found, "analytics_mcp_tool_duration_seconds_count", tool="summary_snapshot") == 3
+    assert value(found, "analytics_mcp_tool_duration_seconds_count", tool="session_create") == 3
+    assert (
+        value(found, "analytics_mcp_tool_calls_total", tool="query_database", outcome="ok") == 0
+    )  # declared, unused
+    assert value(found, "analytics_mcp_active_sessions") == 2
+    assert value(found, "analytics_mcp_cache_events_total", cache="probe", outcome="miss") == 1
+    assert value(found, "analytics_mcp_cache_events_total", cache="probe", outcome="hit") == 2
+    assert value(found, "analytics_mcp_dependency_up", dependency="postgres") == 1
+    assert value(found, "analytics_mcp_dependency_up", dependency="redis") == 1
+    assert value(found, "analytics_mcp_db_pool_connections", state="size") >= 1
+    assert value(found, "analytics_mcp_db_pool_connections", state="max") == rt.db.max_size
+    assert value(found, "analytics_mcp_db_pool_waiters") == 0
+
+
+async def test_summary_snapshot_reports_latency_percentiles_per_tool_shared_through_redis(
+    runtime, fresh_prefix
+):
+    first, second = instance(runtime, fresh_prefix), instance(runtime, fresh_prefix)
+    async with Client(app_for(first, "analyst").mcp) as a, Client(app_for(second, "analyst").mcp) as b:
+        for _ in range(4):
+            await call(a, "summary_snapshot")
+        await refusal(a, "session_read", session_id="00000000-0000-4000-8000-000000000000", key="k")
+        await call(b, "summary_snapshot")
+        await reservoir(first).writer.flush()  # what its background task does within half a second
+        snapshot = await call(b, "summary_snapshot")  # sees the other instance's calls too
+    latency = snapshot["latency_ms"]
+    assert latency["summary_snapshot"]["samples"] == 5
+    assert latency["session_read"]["samples"] == 1
+    stats = latency["summary_snapshot"]
+    assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
