@@ -127,6 +127,10 @@ NAIVE: dict[str, Callable[[dict[str, pd.DataFrame]], Any]] = {
 }
 
 
+ROUND_SECONDS = 3.0
+MAX_ROUNDS = 40
+
+
 async def timed(run: Callable[[], Awaitable[Any]]) -> float:
     started = time.perf_counter()
     await run()
@@ -163,6 +167,7 @@ async def run(runtime: Runtime, repeats: int) -> None:
             await runtime.redis.delete(key)
 
     # Per analysis: (tool cold, hand SQL, hand SQL with JIT off, cached repeat) timings in seconds.
+    rounds_run: dict[str, int] = {}
     timings: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {}
     async with Client(app.mcp) as client:
 
@@ -183,10 +188,16 @@ async def run(runtime: Runtime, repeats: int) -> None:
 
         for analysis, query in HAND_WRITTEN.items():
             await tool(analysis)  # warm-up: plans, connections, imports, table pages in cache
+            await clear_cache()
+            first = await timed(lambda analysis=analysis: tool(analysis))
             await hand_written(query)
             cold, sql_times, sql_no_jit, cached = [], [], [], []
-            # Interleaved, so a burst of load on the machine hits both sides alike; best of `repeats`.
-            for _ in range(repeats):
+            # Interleaved, so a burst of load on the machine hits both sides alike; best of `repeats`, or
+            # of as many rounds as fit in about ROUND_SECONDS (at most MAX_ROUNDS) for a quick analysis,
+            # whose best of a few is mostly the luck of the machine's scheduling.
+            rounds = max(repeats, min(MAX_ROUNDS, int(ROUND_SECONDS / max(first, 1e-3))))
+            rounds_run[analysis] = rounds
+            for _ in range(rounds):
                 await clear_cache()
                 cold.append(await timed(lambda analysis=analysis: tool(analysis)))
                 sql_times.append(await timed(lambda query=query: hand_written(query)))
@@ -205,7 +216,11 @@ async def run(runtime: Runtime, repeats: int) -> None:
         + ", ".join(f"{t} {s:.2f} s ({len(tables[t]):,} rows)" for t, s in pull_seconds.items())
     )
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"best of {repeats} interleaved runs (median in brackets); cached: best of 20 (median)")
+    print(
+        "best of the interleaved rounds ("
+        + ", ".join(f"{analysis} {rounds}" for analysis, rounds in rounds_run.items())
+        + "; median in brackets); cached: best of 20 (median)"
+    )
     print(
         f"{'analysis':<16} {'tool (cold)':>20} {'hand SQL':>20} {'tool/SQL':>9} {'SQL jit off':>12} "
         f"{'naive':>8} {'naive/tool':>11} {'cached':>16}"

@@ -39,6 +39,10 @@ class Cache:
         # Cached answers are customer data: encrypted like session values, never plaintext in Redis.
         self._fernet = MultiFernet([Fernet(key.encode()) for key in runtime.encryption_keys])
         self._last_version: int | None = None  # the data version lookup() saw last (a guess, never trusted)
+        # Entries store_later() is still writing, by key: this instance reads them as if they had landed.
+        self._pending: dict[str, bytes] = {}
+        self._writes: set[asyncio.Task[None]] = set()  # strong references until each write is done
+        runtime.on_close.append(self.flush)
 
     async def version(self) -> int:
         """The data version keys are built on; read it once and pass it to get and put to save a round trip."""
@@ -56,6 +60,8 @@ class Cache:
         return self._key_for(self._digest(question), version)
 
     async def _fetch(self, key: str) -> bytes | None:
+        if key in self._pending:
+            return self._pending[key]
         try:
             return await self.runtime.redis.get(key)
         except Exception as error:  # noqa: BLE001 - a cache failure is a miss, not an error
@@ -99,7 +105,7 @@ class Cache:
             raw = await self._fetch(self._key_for(digest, version))
         else:
             key = self._key_for(digest, guess)
-            if key in reads:  # read already, with the rate limit (App.prefetch)
+            if key in reads and key not in self._pending:  # read already, with the rate limit (App.prefetch)
                 version, raw = await read(), reads[key]
             else:
                 version, raw = await asyncio.gather(read(), self._fetch(key))
@@ -114,9 +120,57 @@ class Cache:
         guess = self._last_version
         return None if guess is None else self._key_for(self._digest(question), guess)
 
+    def guessed_miss(self, question: Any) -> int | None:
+        """The version seen last, when the entry under it was read with the rate limit's admission
+        (App.prefetch) and was not there: the answer will almost surely have to be computed, so the
+        caller may start computing before `lookup` has confirmed the version. None otherwise."""
+        guess = self._last_version
+        if guess is None:
+            return None
+        key = self._key_for(self._digest(question), guess)
+        reads = prefetched_reads.get() or {}
+        return guess if key in reads and reads[key] is None and key not in self._pending else None
+
+    def _encode(self, answer: Any) -> bytes:
+        return self._fernet.encrypt(zlib.compress(json.dumps(answer, default=str).encode(), 3))
+
     async def put(self, question: Any, answer: Any, version: int | None = None) -> None:
         try:
-            payload = self._fernet.encrypt(zlib.compress(json.dumps(answer, default=str).encode(), 3))
+            payload = self._encode(answer)
             await self.runtime.redis.set(await self._key(question, version), payload, ex=self.ttl_seconds)
         except Exception as error:  # noqa: BLE001
             log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
+
+    def store_later(self, question: Any, answer: Any, version: int) -> None:
+        """Store `answer` under `version` off the caller's path: the call returns while Redis is written;
+        until the write lands this instance reads the entry from memory, and `flush` (on close) waits
+        for the writes still under way.
+
+        `answer` must have been computed on data of `version` or newer: computed after `version` was
+        read, or after it was seen last when `lookup` then read that same version (see `guessed_miss`).
+        Readers of the entry read `version` themselves, so they are never served older data than theirs.
+        """
+        try:
+            payload = self._encode(answer)
+        except Exception as error:  # noqa: BLE001
+            log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
+            return
+        key = self._key_for(self._digest(question), version)
+        self._pending[key] = payload
+        task = asyncio.create_task(self._write(key, payload))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, key: str, payload: bytes) -> None:
+        try:
+            await self.runtime.redis.set(key, payload, ex=self.ttl_seconds)
+        except Exception as error:  # noqa: BLE001
+            log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
+        finally:
+            if self._pending.get(key) is payload:
+                del self._pending[key]
+
+    async def flush(self) -> None:
+        """Wait for the writes `store_later` has under way (on shutdown, before Redis closes)."""
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)

@@ -87,14 +87,26 @@ def register(app: App) -> None:
                 questions[asked] = question
                 if len(questions) > _QUESTIONS_KEPT:
                     questions.pop(next(iter(questions)))
-            # The version is read once: the lookup and the store key on the same data.
-            version, answer = await cache.lookup(question)
-            if answer is not None:
-                answer["metadata"]["cached"] = True
-            else:
-                outcome: Outcome = await analysis.resolve("database")(runtime.db, checked)
-                answer = _answer(analysis.name, outcome, "database", started)
-                await cache.put(question, answer, version)
+            compute = analysis.resolve("database")
+            guess = cache.guessed_miss(question)
+            # The rate limit's round trip found no entry under the version seen last: start computing
+            # now, while the lookup confirms the version (nearly always the same) or finds an entry.
+            work = asyncio.ensure_future(compute(runtime.db, checked)) if guess is not None else None
+            try:
+                version, answer = await cache.lookup(question)
+                if answer is not None:
+                    answer["metadata"]["cached"] = True
+                else:
+                    outcome: Outcome = await (work if work is not None else compute(runtime.db, checked))
+                    answer = _answer(analysis.name, outcome, "database", started)
+                    # Computed after `version` was read, or (speculatively) after the version seen last
+                    # was read, which the lookup found unchanged: otherwise the answer is not stored.
+                    if work is None or version == guess:
+                        cache.store_later(question, answer, version)
+            finally:
+                if work is not None and not work.done():
+                    work.cancel()
+                    await asyncio.gather(work, return_exceptions=True)
         else:
             source = _session_id(data_source)
             if not checked.dataset:

@@ -234,3 +234,72 @@ async def test_reads_riding_with_the_rate_limit_leave_it_exact_and_survive_an_un
     assert [bool(r) for r in reads] == [False, True, True, True]  # the refused call read too, and ran nothing
     assert refused.is_error and "rate limit reached: 3 tool calls per 60 s" in refused.content[0].text
     assert await rt.redis.zcard(rt.key("ratelimit", app.local_identity.key_id)) == 3
+
+
+async def test_an_answer_stored_later_is_read_at_once_here_and_lands_in_redis_by_close(
+    make_runtime, base_settings
+):
+    prefix = fresh_prefix(base_settings)
+    async with make_runtime(customers=None, redis_key_prefix=prefix) as rt:
+        cache, elsewhere = Cache(rt, "probe", 60), Cache(rt, "probe", 60)  # two instances' caches
+        question = {"q": "stored later"}
+        version, _ = await cache.lookup(question)
+        cache.store_later(question, {"answer": 42}, version)
+        # This instance reads its own entry before the write has landed ...
+        assert await cache.lookup(question) == (version, {"answer": 42})
+        await cache.flush()
+        # ... and once it has, every instance reads it from Redis.
+        assert await elsewhere.lookup(question) == (version, {"answer": 42})
+        key = cache._key_for(cache._digest(question), version)
+        assert 0 < await rt.redis.ttl(key) <= 60
+        cache.store_later({"q": "at shutdown"}, {"answer": 7}, version)
+        at_shutdown = cache._key_for(cache._digest({"q": "at shutdown"}), version)
+        redis_url = rt.settings.redis_url
+    # Closing the runtime waited for the write still under way.
+    import redis.asyncio as aioredis
+
+    if redis_url:
+        client = aioredis.from_url(redis_url)
+        try:
+            assert await client.exists(at_shutdown) == 1
+        finally:
+            await client.aclose()
+
+
+async def test_an_analysis_started_before_its_version_was_confirmed_is_stored_only_if_it_was_unchanged(
+    make_runtime, base_settings
+):
+    churn = {"data_source": "database", "analysis_type": "churn_rate"}
+
+    async def entries(rt) -> list[bytes]:
+        return [key async for key in rt.redis.scan_iter(match=rt.key("cache", "analysis") + "*")]
+
+    async def clear(rt) -> None:
+        for key in await entries(rt):
+            await rt.redis.delete(key)
+
+    async with make_runtime(customers=200, seed=5, redis_key_prefix=fresh_prefix(base_settings)) as rt:
+        async with Client(app_for(rt, "analyst").mcp) as client:
+            first = await call(client, "analyze_data", **churn)  # no version seen yet: read, then computed
+            assert first["metadata"]["cached"] is False and len(await entries(rt)) == 1
+            await clear(rt)
+            # The entry under the version seen last is gone: the next call computes while it reads the
+            # version; the version is unchanged, so its answer is stored.
+            second = await call(client, "analyze_data", **churn)
+            assert second["metadata"]["cached"] is False and second["results"] == first["results"]
+            assert (await call(client, "analyze_data", **churn))["metadata"]["cached"] is True
+            await clear(rt)
+            async with rt.db.connection() as conn:  # a data load elsewhere, as the call starts
+                await conn.execute("UPDATE mcp_internal.data_version SET version = version + 1")
+                version = await conn.fetchval("SELECT version FROM mcp_internal.data_version")
+            third = await call(client, "analyze_data", **churn)
+            # Computed before the new version was confirmed: answered, and not stored under it.
+            assert third["metadata"]["cached"] is False and third["results"] == first["results"]
+            for task in list(rt.on_close):
+                if getattr(task, "__name__", "") == "flush":
+                    await task()
+            assert await entries(rt) == []
+            fourth = await call(client, "analyze_data", **churn)  # now the guess is right again
+            assert fourth["metadata"]["cached"] is False
+            assert (await call(client, "analyze_data", **churn))["metadata"]["cached"] is True
+            assert [key.decode().split(":")[-2] for key in await entries(rt)] == [str(version)]
