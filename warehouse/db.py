@@ -96,6 +96,7 @@ class Database:
     async def _create_pool(self, url: str) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
             url,
+            connection_class=PooledConnection,
             min_size=min(self.min_size, self.max_size),
             max_size=self.max_size,
             timeout=self.connect_timeout,
@@ -191,7 +192,11 @@ class Database:
         if conn is not None:
             return await _read_version(conn)
         async with self.connection(read=True, label=False) as pooled:
-            return await _read_version(pooled)
+            version = await _read_version(pooled)
+            # One SELECT on a connection reset when it was last released: no state to reset again.
+            if isinstance(getattr(pooled, "_con", pooled), PooledConnection):
+                pooled.untouched()
+            return version
 
     async def replace_data(self, data: Dataset, progress: Progress | None = None) -> LoadReport:
         """Swap the analytics tables' contents for `data` in one transaction (old data kept on failure)."""
@@ -256,6 +261,26 @@ async def _read_version(conn: asyncpg.Connection) -> int:
         conn.fetchval("SELECT version FROM mcp_internal.data_version", timeout=NAMED_QUERY_TIMEOUT)
     )
     return int(value or 0)
+
+
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection that may skip the server-side reset (RESET ALL, CLOSE ALL, UNLISTEN *, advisory
+    unlock: one round trip) on its way back to the pool when its holder vouches that it ran nothing but
+    plain reads since it was last reset (`untouched`). Everyone else's connection is reset as always."""
+
+    __slots__ = ("_untouched",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._untouched = False
+
+    def untouched(self) -> None:
+        """Say, just before releasing it, that this connection only ran plain reads since its last reset."""
+        self._untouched = True
+
+    def get_reset_query(self) -> str:
+        untouched, self._untouched = self._untouched, False
+        return "" if untouched else str(super().get_reset_query())
 
 
 async def _bounded(awaitable: Any) -> Any:

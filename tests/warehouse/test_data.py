@@ -159,3 +159,24 @@ async def test_the_planted_effects_are_in_the_loaded_data(runtime):
     assert arpu["Enterprise"] > arpu["Premium"] > arpu["Basic"]
     assert quality_churn < -0.1
     assert mismatched == 0
+
+
+async def test_only_a_connection_vouched_untouched_skips_the_reset_on_release(make_runtime):
+    """The data-version read returns its connection without a reset round trip; every other use of a
+    pooled connection is still reset, so no session setting leaks to the next holder."""
+    async with make_runtime(customers=None, pool_min_size=1, pool_max_size=1) as rt:
+        async with rt.db.connection(read=True) as conn:
+            pid = conn.get_server_pid()
+            await conn.execute("SET work_mem = '7MB'")
+        async with rt.db.connection(read=True) as conn:
+            assert conn.get_server_pid() == pid  # the same session, reset on release
+            assert await conn.fetchval("SHOW work_mem") != "7MB"
+            await conn.execute("SET work_mem = '7MB'")
+            conn.untouched()  # a false vouch, to see that the reset is really skipped
+        async with rt.db.connection(read=True) as conn:
+            assert await conn.fetchval("SHOW work_mem") == "7MB"
+            await conn.execute("SET work_mem = '9MB'")
+        assert await rt.db.data_version() >= 0  # untouched, honestly: the reset after the SET above stands
+        async with rt.db.connection(read=True) as conn:
+            assert conn.get_server_pid() == pid
+            assert await conn.fetchval("SHOW work_mem") not in ("7MB", "9MB")
