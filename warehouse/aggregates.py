@@ -115,7 +115,9 @@ async def fetch(db: Database, text: str, *args: Any, tuned: bool = True) -> list
 
     `tuned=False` skips ANALYSIS_SETTINGS (a round trip) for statements that only read the customers table.
     """
-    async with db.connection(read=True) as conn:
+    # Released in the background: the reset (RESET ALL) that undoes ANALYSIS_SETTINGS is a round trip the
+    # answer need not wait for.
+    async with db.connection(read=True, release_later=True) as conn:
         try:
             if tuned:
                 await conn.execute(ANALYSIS_SETTINGS)

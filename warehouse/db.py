@@ -78,6 +78,7 @@ class Database:
         self.min_size = min_size
         self.max_size = max_size
         self.connect_timeout = connect_timeout
+        self._releases: set[asyncio.Task[None]] = set()  # connections being reset in the background
         self._pool: asyncpg.Pool | None = None
         self._read_pool: asyncpg.Pool | None = None
 
@@ -107,6 +108,8 @@ class Database:
         return pool
 
     async def close(self) -> None:
+        if self._releases:  # connections still being reset on their way back to the pool
+            await asyncio.wait(self._releases, timeout=5)
         for pool in (self._read_pool, self._pool):
             if pool is not None:
                 try:
@@ -137,11 +140,14 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, *, read: bool = False, timeout: float = 10.0, label: bool = True
+        self, *, read: bool = False, timeout: float = 10.0, label: bool = True, release_later: bool = False
     ) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection. `label=False` tells the correlation layer (mcp_server/correlation.py)
         not to spend a round trip naming it after the call: for one short internal read, or when the
-        caller sets the label itself in a batch it sends anyway (run_select's BEGIN)."""
+        caller sets the label itself in a batch it sends anyway (run_select's BEGIN).
+
+        `release_later=True` returns it to the pool (which resets it: a round trip) in the background,
+        once the caller has what it needs; `close` waits for those releases."""
         pool = self.read_pool if read else self.pool
         try:
             # The timeout covers opening a new connection too, so a dead server fails fast.
@@ -159,10 +165,12 @@ class Database:
                 f"the connection to PostgreSQL was lost ({type(error).__name__}); retry shortly"
             ) from error
         finally:
-            try:
-                await asyncio.wait_for(pool.release(conn), timeout=timeout)
-            except CONNECTION_ERRORS:
-                conn.terminate()  # broken: drop it; the pool replaces it on a later acquire
+            if release_later:
+                task = asyncio.create_task(_release(pool, conn, timeout))
+                self._releases.add(task)
+                task.add_done_callback(self._releases.discard)
+            else:
+                await _release(pool, conn, timeout)
 
     async def apply_schema(self) -> None:
         """Create tables, indexes, mcp_internal and the query role; safe to run on every start."""
@@ -254,6 +262,15 @@ class Database:
             raise ValueError(table)
         async with self.connection(read=True) as conn:
             return int(await conn.fetchval(f'SELECT count(*) FROM "{table}"'))
+
+
+async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(pool.release(conn), timeout=timeout)
+    except CONNECTION_ERRORS:
+        conn.terminate()  # broken: drop it; the pool replaces it on a later acquire
+    except Exception:  # noqa: BLE001 - a failed reset: the pool has terminated the connection already
+        log.debug("connection release failed", exc_info=True)
 
 
 async def _read_version(conn: asyncpg.Connection) -> int:

@@ -180,3 +180,18 @@ async def test_only_a_connection_vouched_untouched_skips_the_reset_on_release(ma
         async with rt.db.connection(read=True) as conn:
             assert conn.get_server_pid() == pid
             assert await conn.fetchval("SHOW work_mem") not in ("7MB", "9MB")
+
+
+async def test_an_analysis_connection_released_in_the_background_is_reset_before_anyone_reuses_it(
+    make_runtime,
+):
+    from warehouse import aggregates
+
+    async with make_runtime(customers=50, pool_min_size=1, pool_max_size=1) as rt:
+        rows = await aggregates.fetch(rt.db, "SELECT current_setting('work_mem') AS work_mem")
+        assert rows[0]["work_mem"] == "64MB"  # ANALYSIS_SETTINGS applied for the statement
+        async with rt.db.connection(read=True) as conn:  # the only connection: waits for its reset
+            assert await conn.fetchval("SHOW work_mem") != "64MB"
+        await aggregates.fetch(rt.db, "SELECT 1 AS one")
+        assert rt.db._releases  # still on its way back when the runtime closes ...
+    assert not rt.db._releases  # ... and close waited for it
