@@ -94,9 +94,17 @@ async def bench_runtime(url: str, customers: int | None = None, seed: int = 42) 
             print(f"loaded {report.rows:,} rows ({customers:,} customers) in {elapsed:.1f} s")
         yield runtime
     finally:
-        async for key in runtime.redis.scan_iter(match=prefix + "*", count=1000):
-            await runtime.redis.delete(key)
+        # Closed first: its background writers (latency, audit) flush on close, under the prefix too.
         await runtime.close()
+        if redis_url:  # an embedded Redis went away with the runtime
+            import redis.asyncio as aioredis
+
+            client = aioredis.from_url(redis_url)
+            try:
+                async for key in client.scan_iter(match=prefix + "*", count=1000):
+                    await client.delete(key)
+            finally:
+                await client.aclose()
 
 
 async def best_of(
