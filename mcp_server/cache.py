@@ -131,15 +131,26 @@ class Cache:
         reads = prefetched_reads.get() or {}
         return guess if key in reads and reads[key] is None and key not in self._pending else None
 
-    def _encode(self, answer: Any) -> bytes:
-        return self._fernet.encrypt(zlib.compress(json.dumps(answer, default=str).encode(), 3))
+    def _encoded(self, answer: Any) -> bytes | None:
+        try:
+            return self._fernet.encrypt(zlib.compress(json.dumps(answer, default=str).encode(), 3))
+        except Exception as error:  # noqa: BLE001 - an answer that will not encode is simply not cached
+            self._store_failed(error)
+            return None
+
+    def _store_failed(self, error: Exception) -> None:
+        log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
 
     async def put(self, question: Any, answer: Any, version: int | None = None) -> None:
+        payload = self._encoded(answer)
+        if payload is None:
+            return
         try:
-            payload = self._encode(answer)
-            await self.runtime.redis.set(await self._key(question, version), payload, ex=self.ttl_seconds)
+            key = await self._key(question, version)  # may read the version: PostgreSQL may be down
         except Exception as error:  # noqa: BLE001
-            log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
+            self._store_failed(error)
+            return
+        await self._write(key, payload)
 
     def store_later(self, question: Any, answer: Any, version: int) -> None:
         """Store `answer` under `version` off the caller's path: the call returns while Redis is written;
@@ -150,10 +161,8 @@ class Cache:
         read, or after it was seen last when `lookup` then read that same version (see `guessed_miss`).
         Readers of the entry read `version` themselves, so they are never served older data than theirs.
         """
-        try:
-            payload = self._encode(answer)
-        except Exception as error:  # noqa: BLE001
-            log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
+        payload = self._encoded(answer)
+        if payload is None:
             return
         key = self._key_for(self._digest(question), version)
         self._pending[key] = payload
@@ -164,8 +173,8 @@ class Cache:
     async def _write(self, key: str, payload: bytes) -> None:
         try:
             await self.runtime.redis.set(key, payload, ex=self.ttl_seconds)
-        except Exception as error:  # noqa: BLE001
-            log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
+        except Exception as error:  # noqa: BLE001 - a cache failure is a skipped store, not an error
+            self._store_failed(error)
         finally:
             if self._pending.get(key) is payload:
                 del self._pending[key]

@@ -202,8 +202,9 @@ class Database:
         async with self.connection(read=True, label=False) as pooled:
             version = await _read_version(pooled)
             # One SELECT on a connection reset when it was last released: no state to reset again.
-            if isinstance(getattr(pooled, "_con", pooled), PooledConnection):
-                pooled.untouched()
+            untouched = getattr(pooled, "untouched", None)  # a PooledConnection, through the pool's proxy
+            if untouched is not None:
+                untouched()
             return version
 
     async def replace_data(self, data: Dataset, progress: Progress | None = None) -> LoadReport:
