@@ -130,6 +130,48 @@ async def fetch(db: Database, text: str, *args: Any, tuned: bool = True) -> list
             ) from None
 
 
+# A scan of a table bigger than SPLIT_MIN_PAGES runs as SCAN_PARTS block ranges (ctid ranges: TID Range
+# Scans) on their own pooled connections at once, so PostgreSQL spends more than one core on it without
+# starting parallel workers (which a query this short does not repay), and the parts' small answers are
+# merged here. A split statement reports, from its own snapshot, the data version and the table's size
+# in pages: parts that saw different versions (a load committed between them) are thrown away and the
+# statement runs again in one piece; the size sets where the next call splits (a stale size only makes
+# the parts uneven: the first range starts at the first block and the last has no end).
+SCAN_PARTS = 2
+SPLIT_MIN_PAGES = 256
+_FIRST_TID = (0, 0)
+_PAST_LAST_TID = (0xFFFFFFFF, 0)  # block numbers are unsigned 32-bit; no tuple lives at or past this
+
+
+async def fetch_in_parts(
+    db: Database, text: str, table: str, *args: Any, tuned: bool = True
+) -> list[asyncpg.Record]:
+    """Run a statement split by blocks (see SCAN_PARTS) and return the payload rows of all its parts.
+
+    `text` takes `args`, then the lower (inclusive) and upper (exclusive) ctid bounds; the last two columns
+    of each row it returns are `data_version` and `table_pages`, and a range that holds nothing returns
+    one row whose other columns are NULL."""
+    pages = db.table_pages.get(table, 0)
+    if pages >= SPLIT_MIN_PAGES and SCAN_PARTS > 1:
+        bounds = [_FIRST_TID, *((pages * i // SCAN_PARTS, 0) for i in range(1, SCAN_PARTS)), _PAST_LAST_TID]
+        parts = await asyncio.gather(
+            *(
+                fetch(db, text, *args, low, high, tuned=tuned)
+                for low, high in zip(bounds, bounds[1:], strict=False)
+            )
+        )
+        if len({part[0]["data_version"] for part in parts}) == 1:
+            return _payload(db, table, [row for part in parts for row in part])
+    return _payload(db, table, await fetch(db, text, *args, _FIRST_TID, _PAST_LAST_TID, tuned=tuned))
+
+
+def _payload(db: Database, table: str, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    if rows:
+        db.table_pages[table] = int(rows[0]["table_pages"])
+    # A range that holds nothing gives one row whose payload is all NULL (a real group has a count).
+    return [row for row in rows if any(value is not None for value in list(row.values())[:-2])]
+
+
 async def as_of(db: Database, given: dt.datetime | None) -> dt.datetime | None:
     if given is not None:
         return _naive(given)
@@ -143,7 +185,7 @@ async def churn_rate(db: Database, parameters: ChurnRateParameters) -> Outcome:
     reference = await as_of(db, parameters.as_of) if parameters.group_by == "tenure_band" else None
     by_segment = statement("analysis_churn_segments", segment=segment)
     statements = [by_segment]
-    jobs = [fetch(db, by_segment, reference, tuned=False)]
+    jobs = [fetch_in_parts(db, by_segment, "customers", reference, tuned=False)]
     if parameters.monthly:
         statements.append(sql.load("analysis_churn_monthly"))
         jobs.append(fetch(db, statements[-1], tuned=False))

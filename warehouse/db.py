@@ -79,6 +79,9 @@ class Database:
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self._releases: set[asyncio.Task[None]] = set()  # connections being reset in the background
+        # Each analytics table's size in pages as an analysis last saw it: where a scan is split
+        # (warehouse/aggregates.py, fetch_in_parts). A hint only: a stale size never changes a result.
+        self.table_pages: dict[str, int] = {}
         self._pool: asyncpg.Pool | None = None
         self._read_pool: asyncpg.Pool | None = None
 
