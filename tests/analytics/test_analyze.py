@@ -207,8 +207,20 @@ async def test_churn_rate_from_a_split_scan_equals_the_sql_figures(runtime, conn
     (size,) = await sql_rows(runtime, TABLE_PAGES)
     monkeypatch.setattr(aggregates, "SPLIT_MIN_PAGES", 2)
     runtime.db.table_pages["customers"] = size["pages"]
+    ranges: list[tuple[Any, ...]] = []
+    real_fetch = aggregates.fetch
+
+    async def fetch(pool: Any, text: str, *args: Any, **kwargs: Any) -> Any:
+        ranges.append(args[-2:])
+        return await real_fetch(pool, text, *args, **kwargs)
+
+    monkeypatch.setattr(aggregates, "fetch", fetch)
     async with connect("analyst") as client:
-        results = (await analyze(client, "churn_rate", confidence=0.9))["results"]  # not in the cache yet
+        answer = await analyze(client, "churn_rate", confidence=0.9)
+    half = (size["pages"] // 2, 0)
+    assert sorted(ranges) == [(aggregates._FIRST_TID, half), (half, aggregates._PAST_LAST_TID)]
+    assert answer["metadata"]["cached"] is False
+    results = answer["results"]
     assert results["customers"] == sum(row["n"] for row in expected)
     for row in expected:
         segment = results["by_segment"][row["account_type"]]
