@@ -493,3 +493,12 @@ def template(name: str) -> dict[str, Any]:
 
 def templates() -> dict[str, dict[str, Any]]:
     return {name: template(name) for name in sorted(ANALYSES)}
+
+
+def preload() -> None:
+    """Import every analysis's code now (pandas, scipy, statsmodels, sklearn take seconds to import), so
+    the first call after a start is as fast as the rest; the server calls it before it says ready."""
+    for analysis in ANALYSES.values():
+        analysis.resolve("frame")
+        if analysis.database_runner is not None:
+            analysis.resolve("database")

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from analytics.errors import AnalyticsError, InvalidInput
+from mcp_server import package_version
 from mcp_server.config import ROLES, ConfigError, Settings, digest_key
 from mcp_server.logs import configure_logging
 
@@ -51,30 +52,52 @@ def _port(text: str) -> int:
     return value
 
 
+_EPILOG = "Settings come from the environment (DATABASE_URL, REDIS_URL, API_KEYS, ...): see .env.example."
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="analytics-mcp", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-
-    serve = commands.add_parser("serve", help="serve MCP over streamable HTTP or stdio")
-    serve.add_argument("--transport", choices=["http", "stdio"], default="http")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8000)
-
-    seed = commands.add_parser("seed", help="create the schema and load deterministic synthetic data")
-    seed.add_argument("--customers", type=_positive_int, required=True)
-    seed.add_argument("--seed", type=_seed, required=True)
-    seed.add_argument("--start-date", default=None, help="YYYY-MM-DD (default 2024-01-01)")
-    seed.add_argument("--end-date", default=None, help="YYYY-MM-DD (default 2025-12-31)")
-    seed.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    apikey = commands.add_parser("apikey", help="make a new API key and its API_KEYS entry")
-    apikey.add_argument("--user", required=True)
-    apikey.add_argument("--role", choices=list(ROLES), required=True)
-
-    commands.add_parser(
-        "rotate-keys",
-        help="re-encrypt every live and archived session under the first SESSION_ENCRYPTION_KEY",
+    parser = ArgumentParser(
+        prog="analytics-mcp",
+        description="An MCP server for safe, statistically sound analysis of a team's data.",
+        epilog=_EPILOG,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=ArgumentParser, metavar="COMMAND"
+    )
+
+    def command(name: str, help_text: str) -> ArgumentParser:
+        sub: ArgumentParser = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=_EPILOG,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        return sub
+
+    serve = command("serve", "serve MCP over streamable HTTP or stdio")
+    serve.add_argument(
+        "--transport",
+        choices=["http", "stdio"],
+        default="http",
+        help="http: streamable HTTP for remote clients; stdio: one local client that starts the server",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (http only)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (http only)")
+
+    seed = command("seed", "create the schema and load deterministic synthetic data")
+    seed.add_argument("--customers", type=_positive_int, required=True, help="number of customers to make")
+    seed.add_argument("--seed", type=_seed, required=True, help="random seed: the same seed, the same data")
+    seed.add_argument("--start-date", default="2024-01-01", help="first day of the data, YYYY-MM-DD")
+    seed.add_argument("--end-date", default="2025-12-31", help="last day of the data, YYYY-MM-DD")
+    seed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    apikey = command("apikey", "make a new API key and its API_KEYS entry")
+    apikey.add_argument("--user", required=True, help="user id: 1-64 letters, digits or _.@-")
+    apikey.add_argument("--role", choices=list(ROLES), required=True, help="what the key may do")
+
+    command("rotate-keys", "re-encrypt every live and archived session under the first SESSION_ENCRYPTION_KEY")
     return parser
 
 
@@ -132,7 +155,7 @@ async def _seed_command(parser: ArgumentParser, settings: Settings, args: argpar
 
     embedded = EmbeddedServices(settings.home) if settings.database_url is None else None
     url = settings.database_url or await asyncio.to_thread(embedded.start_postgres)  # type: ignore[union-attr]
-    db = Database(url, min_size=1, max_size=2)
+    db = Database(url, query_url=settings.database_query_url, min_size=1, max_size=2)
     try:
         await db.start()
         await db.apply_schema()
@@ -188,9 +211,20 @@ async def _rotate_keys(settings: Settings) -> int:
 
 
 def client_config(url: str, key: str) -> str:
-    """Ready-to-paste MCP client configuration for this server."""
-    config = {"mcpServers": {"analytics-mcp": {"type": "http", "url": url, "headers": {"X-API-Key": key}}}}
-    return json.dumps(config, indent=2)
+    """Ready-to-paste MCP client configuration for this server, each snippet saying which client it is for."""
+    servers = {"mcpServers": {"analytics-mcp": {"type": "http", "url": url, "headers": {"X-API-Key": key}}}}
+    vscode = {"servers": {"analytics-mcp": {"type": "http", "url": url, "headers": {"X-API-Key": key}}}}
+    return "\n".join(
+        [
+            "Claude Code, Cursor and other clients reading an mcpServers file (.mcp.json, ~/.cursor/mcp.json):",
+            json.dumps(servers, indent=2),
+            "VS Code (.vscode/mcp.json):",
+            json.dumps(vscode, indent=2),
+            f"Claude Code from the shell: claude mcp add --transport http analytics-mcp {url} "
+            f'--header "X-API-Key: {key}"',
+            "Claude Desktop (stdio): see docs/clients.md.",
+        ]
+    )
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -208,6 +242,9 @@ async def _serve_async(settings: Settings, args: argparse.Namespace) -> int:
 
     runtime = await start_runtime(settings)
     try:
+        from analytics.parameters import preload
+
+        await asyncio.to_thread(preload)  # before serving: no slow first analysis
         app = build_app(runtime, local_identity=runtime.local_identity)
         if args.transport == "stdio":
             loop = asyncio.get_running_loop()
