@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint format clean
+.PHONY: install run test test-quick bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ run: $(STAMP)
 	$(BIN)/analytics-mcp serve --transport http --host 127.0.0.1 --port 8000
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
+
+test-quick: $(STAMP)  # the quick set: no slow or real-HTTP tests
+	$(BIN)/python -m pytest -n auto -m "not slow and not http"
 
 bench: $(STAMP)
 	@for b in $(filter-out bench/__init__.py bench/common.py,$(wildcard bench/*.py)); do \

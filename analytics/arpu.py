@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from analytics.bands import segment_label, segment_order
-from analytics.frames import as_of_instant, require_columns, segment_labels
+from analytics.frames import as_of_instant, require_columns, require_rows_in_dates, segment_labels
 from analytics.parameters import ArpuParameters
 from analytics.stats import pooled_mean_variance, t_interval
 from analytics.summary import Outcome, money
@@ -120,6 +120,8 @@ def arpu_of_frame(frame: pd.DataFrame, parameters: ArpuParameters) -> Outcome:
         data = data[data["transaction_date"] >= pd.Timestamp(parameters.start_date)]
     if parameters.end_date:
         data = data[data["transaction_date"] < pd.Timestamp(parameters.end_date) + pd.Timedelta(days=1)]
+    if "transaction_date" in frame.columns:
+        require_rows_in_dates(frame["transaction_date"], not data.empty, parameters, "transaction_date")
     data = data[data["amount"].notna()]
     parts = [_level(data, "segment", "segment")]
     if "transaction_date" in data.columns:

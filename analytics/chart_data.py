@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,13 +31,16 @@ CHART_TYPES = (
     "box",
     "pie",
 )
+AUTO = "auto"  # no chart type given: the analysis result's own view, else bars (a line over dates)
 AGGREGATES = ("sum", "mean", "median", "count", "min", "max")
 SORTS = ("auto", "x", "value_desc", "value_asc", "none")
 
 MAX_INPUT_ROWS = 5_000_000  # a session dataset; inline data is capped lower by the tool
 MAX_CATEGORIES = 100  # bars per series, heatmap rows/columns
 MAX_SERIES = 10  # hue values (colours stay distinguishable)
-MAX_PIE_SLICES = 12
+MAX_PIE_SLICES = 10  # one colour each: the palette has 10
+MAX_BARS = 30  # more categories: the largest MAX_BARS - 1 and one "other" bar
+MAX_PLOTTED_LABELS = 50  # label -> value pairs per series in `plotted`
 MAX_SCATTER_POINTS = 5_000  # more are sampled
 MAX_LINE_POINTS = 2_000  # per series; more are averaged into buckets
 MAX_BINS = 200
@@ -89,7 +92,8 @@ class ChartSpec:
     aggregate: str | None = None
     bins: int | None = None
     sort: str = "auto"
-    plotly_js: str = "inline"  # html: "inline" (self-contained) or "cdn"
+    # html: where the page loads plotly.js (the server's own /assets route; never a CDN, never inlined)
+    plotly_src: str = "/assets/plotly.min.js"
 
 
 @dataclass
@@ -97,6 +101,11 @@ class Series:
     name: str | None
     x: list[Any]
     y: list[float]
+    # Interval ends per point: error bars on bars, a shaded band around a line (None: no interval).
+    low: list[float | None] | None = None
+    high: list[float | None] | None = None
+    style: str = "line"  # line | step | dashed | markers (line charts)
+    labels: list[str] | None = None  # how `plotted` names each x (default: x as text)
 
 
 @dataclass
@@ -133,6 +142,11 @@ class PlotPlan:
     hue_label: str | None = None
     notes: list[str] = field(default_factory=list)
     points: int = 0  # input rows that the picture represents
+    orientation: str = "v"  # bar: v (bars up) or h (bars across, labels readable)
+    reference: float | None = None  # a value line drawn across the chart (e.g. odds ratio 1)
+    x_column: str | None = None  # what `plotted` reports: the columns and the aggregation drawn
+    y_column: str | None = None
+    aggregation: str | None = None
 
 
 # ---------------------------------------------------------------- normalising
@@ -290,6 +304,9 @@ def kind_of(column: pd.Series) -> str:
 
 def plan_chart(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
     """Validate `spec` against `frame` and reduce the data to what the chart draws."""
+    if spec.chart_type == AUTO and not frame.empty:  # no chart type asked: a line over dates, else bars
+        x = spec.x if spec.x in frame.columns else _default_category(frame, [spec.hue])
+        spec = replace(spec, chart_type="line" if kind_of(frame[x]) == "datetime" else "bar")
     if spec.chart_type not in CHART_TYPES:
         raise InvalidInput(
             f"unknown chart type '{spec.chart_type[:40]}'; use one of: {', '.join(CHART_TYPES)}"
@@ -440,19 +457,20 @@ def _plan_bar(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
     ys = [] if counting else _y_columns(frame, spec, chart, [x, spec.hue])
     labels = _labels(frame[x])
     order = _category_order(frame[x], labels)
-    if len(order) > MAX_CATEGORIES:
-        raise InvalidInput(
-            f"too many bars: column '{x}' has {len(order):,} distinct values; at most {MAX_CATEGORIES} — "
-            "filter or group the data, or use a histogram"
-        )
     hue_labels, hue_order = _series_names(frame, spec.hue)
+    notes: list[str] = []
+    sort = spec.sort
+    if len(order) > MAX_BARS:
+        frame, labels, order = _top_categories(frame, labels, spec, ys, hue_labels, notes)
+        sort = "value_desc" if sort == "auto" else sort
+        if hue_labels is not None:
+            hue_labels = hue_labels.loc[frame.index]
     work = pd.DataFrame({"x": labels})
     if hue_labels is not None:
         work["hue"] = hue_labels
     keys = ["x", "hue"] if hue_labels is not None else ["x"]
     duplicated = work.duplicated(keys).any()
     how = spec.aggregate or ("count" if counting else "sum")
-    notes: list[str] = []
     table: dict[str, pd.Series] = {}
     if counting:
         table["count"] = _aggregate(work.groupby(keys, sort=False), "count")
@@ -472,7 +490,9 @@ def _plan_bar(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
             )
         if spec.aggregate and spec.aggregate != "sum" and len(ys) == 1:
             y_label = f"{spec.aggregate} of {_label(ys[0])}"
-    order = _sorted_categories(order, table, spec.sort, hue_labels is not None)
+    order = _sorted_categories(order, table, sort, hue_labels is not None)
+    if OTHER in order:  # "other" is never ranked among the categories it stands for
+        order = [c for c in order if c != OTHER] + [OTHER]
     series: list[Series] = []
     if hue_labels is not None:
         values = next(iter(table.values()))
@@ -485,6 +505,7 @@ def _plan_bar(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
                 Series(name if len(table) > 1 else None, order, [_float(values.get(cat)) for cat in order])
             )
     barmode = "stack" if spec.chart_type == "stacked_bar" else "group"
+    longest = max((len(c) for c in order), default=0)
     return PlotPlan(
         chart_type="bar",
         title=spec.title,
@@ -495,7 +516,48 @@ def _plan_bar(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
         barmode=barmode,
         hue_label=_label(spec.hue) if spec.hue else ("series" if len(series) > 1 else None),
         notes=notes,
+        orientation="h" if len(order) > 12 or longest > 14 else "v",
+        x_column=x,
+        y_column=", ".join(ys) if ys else None,
+        aggregation=how if (duplicated or spec.aggregate or counting) else None,
     )
+
+
+OTHER = "other"
+
+
+def _top_categories(
+    frame: pd.DataFrame,
+    labels: pd.Series,
+    spec: ChartSpec,
+    ys: list[str],
+    hue_labels: pd.Series | None,
+    notes: list[str],
+) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+    """The MAX_BARS - 1 largest categories, and the rest as one "other" bar (the same aggregate over
+    their rows) when rows are aggregated; a table of one row per category keeps its largest only."""
+    ranking_how = spec.aggregate or ("count" if not ys else "sum")
+    if ys:
+        values = frame[ys[0]].astype("float64")
+        ranked = _aggregate(values.groupby(labels), ranking_how)
+    else:
+        ranked = labels.value_counts().astype("float64")
+    keep = ranked.sort_values(ascending=False).index[: MAX_BARS - 1].tolist()
+    rest = len(ranked) - len(keep)
+    kept = labels.isin(keep)
+    aggregated = bool(spec.aggregate) or not ys or labels.duplicated().any() or hue_labels is not None
+    if aggregated:
+        labels = labels.where(kept, OTHER)
+        notes.append(
+            f"{len(ranked):,} categories: the {len(keep)} largest by {ranking_how} are drawn, the other "
+            f"{rest:,} combined as '{OTHER}'"
+        )
+        return frame, labels, keep + [OTHER]
+    notes.append(
+        f"{len(ranked):,} categories: the {len(keep)} largest by {ys[0]} are drawn, {rest:,} left out "
+        "(filter the data to see them)"
+    )
+    return frame[kept], labels[kept], keep
 
 
 def _sorted_categories(order: list[str], table: dict[str, pd.Series], sort: str, has_hue: bool) -> list[str]:
@@ -581,6 +643,9 @@ def _plan_line(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
         x_kind=x_kind,
         hue_label=_label(spec.hue) if spec.hue else ("series" if len(series) > 1 else None),
         notes=notes,
+        x_column=x,
+        y_column=", ".join(ys),
+        aggregation=how if aggregated else ("bucket mean" if sampled else None),
     )
 
 
@@ -623,6 +688,9 @@ def _plan_scatter(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
         x_kind="datetime" if x_kind == "datetime" else "numeric",
         hue_label=_label(spec.hue) if spec.hue else None,
         notes=notes,
+        x_column=x,
+        y_column=y,
+        aggregation="random sample" if len(work) < len(frame.dropna(subset=[x, y])) else None,
     )
 
 
@@ -668,6 +736,9 @@ def _plan_histogram(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
         barmode="overlay",
         hue_label=_label(spec.hue) if spec.hue else None,
         notes=notes,
+        x_column=x,
+        y_column="count",
+        aggregation="count per bin",
     )
 
 
@@ -716,6 +787,9 @@ def _plan_heatmap(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
         if how == "count" or not value
         else (f"{how} of " if combined else "") + _label(value),
         notes=notes,
+        x_column=x,
+        y_column=y,
+        aggregation=f"{how} of {value or 'rows'}" if combined or how == "count" else None,
     )
 
 
@@ -796,6 +870,9 @@ def _plan_box(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
         y_label=_label(y),
         boxes=boxes,
         notes=notes,
+        x_column=group_by,
+        y_column=y,
+        aggregation="quartiles",
     )
 
 
@@ -828,6 +905,7 @@ def _plan_pie(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
     x = spec.x or _default_category(frame)
     counting = spec.aggregate == "count" or (not spec.y and not _numeric_columns(frame, [x]))
     labels = _labels(frame[x])
+    y: str | None = None
     if counting:
         totals = labels.value_counts().astype("float64")
         value_label = "count"
@@ -856,4 +934,74 @@ def _plan_pie(frame: pd.DataFrame, spec: ChartSpec) -> PlotPlan:
         categories=[str(c) for c in totals.index],
         series=[Series(None, [str(c) for c in totals.index], totals.astype(float).tolist())],
         notes=notes,
+        x_column=x,
+        y_column=None if counting else y,
+        aggregation="count" if counting else (spec.aggregate or "sum"),
     )
+
+
+# ---------------------------------------------------------------- what was drawn
+
+
+def plotted(plan: PlotPlan) -> dict[str, Any]:
+    """What the picture shows, for the agent to check against its data: the x and y columns, the
+    aggregation, the rows used and, per series, label -> value pairs (at most MAX_PLOTTED_LABELS,
+    evenly spread when there are more; `labels_total` then says how many)."""
+    series: list[dict[str, Any]] = []
+    if plan.chart_type == "heatmap":
+        for row, cells in zip(plan.rows, plan.cells, strict=True):
+            series.append(_plotted_series(row, list(plan.columns), list(cells)))
+    elif plan.chart_type == "box":
+        names = [box.name for box in plan.boxes]
+        series.append(_plotted_series("median", names, [box.median for box in plan.boxes]))
+        series.append(_plotted_series("mean", names, [box.mean for box in plan.boxes]))
+    else:
+        for index, line in enumerate(plan.series):
+            labels = line.labels or [_label_text(x) for x in line.x]
+            name = line.name or plan.y_column or plan.y_label or f"series {index + 1}"
+            entry = _plotted_series(name, labels, list(line.y))
+            if line.low is not None and line.high is not None:
+                shown = entry["values"].keys()
+                pairs = dict(zip(labels, zip(line.low, line.high, strict=True), strict=True))
+                entry["intervals"] = {
+                    label: [_number(pairs[label][0]), _number(pairs[label][1])] for label in shown
+                }
+            series.append(entry)
+    return {
+        "chart": plan.chart_type,
+        "x": plan.x_column or plan.x_label or None,
+        "y": plan.y_column or plan.y_label or None,
+        "aggregation": plan.aggregation or "none",
+        "rows_used": plan.points,
+        "series": series,
+    }
+
+
+def _plotted_series(name: str, labels: list[str], values: list[Any]) -> dict[str, Any]:
+    positions = list(range(len(labels)))
+    if len(positions) > MAX_PLOTTED_LABELS:
+        step = (len(positions) - 1) / (MAX_PLOTTED_LABELS - 1)
+        positions = sorted({round(i * step) for i in range(MAX_PLOTTED_LABELS)})
+    entry: dict[str, Any] = {
+        "name": str(name),
+        "values": {str(labels[i]): _number(values[i]) for i in positions},
+    }
+    if len(labels) > len(positions):
+        entry["labels_total"] = len(labels)
+    return entry
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _label_text(value: Any) -> str:
+    if isinstance(value, (pd.Timestamp, np.datetime64)) or hasattr(value, "isoformat"):
+        stamp = pd.Timestamp(value)
+        return str(stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat())
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

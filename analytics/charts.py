@@ -8,8 +8,7 @@ correlations the diverging RdBu centred on zero.
 
 from __future__ import annotations
 
-import base64
-import functools
+import html
 import io
 import math
 import os
@@ -26,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
-from analytics.chart_data import ChartSpec, PlotPlan, plan_chart, to_frame
+from analytics.chart_data import ChartSpec, PlotPlan, plan_chart, plotted, to_frame
+from analytics.chart_views import analysis_view
 from analytics.errors import InvalidInput
 
 FORMATS = ("png", "svg", "html")
@@ -61,14 +61,21 @@ class Rendered:
 
 def render_chart(frame: pd.DataFrame, spec: ChartSpec) -> Rendered:
     """Validate, reduce and draw `frame` as `spec` says; the result has exactly spec.width x spec.height pixels."""
+    check_spec(spec)
+    return render_plan(plan_chart(frame, spec), spec)
+
+
+def check_spec(spec: ChartSpec) -> None:
     if spec.format not in FORMATS:
         raise InvalidInput(f"unknown format '{spec.format[:20]}'; use one of: {', '.join(FORMATS)}")
     for side, value in (("width", spec.width), ("height", spec.height)):
         if not MIN_SIDE <= value <= MAX_SIDE:
             raise InvalidInput(f"{side} must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {value}")
-    if spec.plotly_js not in ("inline", "cdn"):
-        raise InvalidInput("plotly_js must be 'inline' (self-contained page) or 'cdn'")
-    plan = plan_chart(frame, spec)
+
+
+def render_plan(plan: PlotPlan, spec: ChartSpec) -> Rendered:
+    """Draw a plan (from plan_chart, or an analysis view) in spec's format and size."""
+    check_spec(spec)
     if spec.format == "html":
         content = _plotly_html(plan, spec)
     else:
@@ -118,8 +125,9 @@ def _matplotlib_bytes(plan: PlotPlan, spec: ChartSpec) -> bytes:
     }[plan.chart_type](figure, axes, plan)
     axes.set_title(plan.title or default_title(plan), fontsize=14, fontweight="bold", color=TEXT, pad=12)
     if plan.chart_type != "pie":
-        axes.set_xlabel(plan.x_label, fontsize=11, color=TEXT)
-        axes.set_ylabel(plan.y_label, fontsize=11, color=TEXT)
+        across = plan.chart_type == "bar" and plan.orientation == "h"  # categories on the vertical axis
+        axes.set_xlabel(plan.y_label if across else plan.x_label, fontsize=11, color=TEXT)
+        axes.set_ylabel(plan.x_label if across else plan.y_label, fontsize=11, color=TEXT)
     buffer = io.BytesIO()
     if spec.format == "png":
         FigureCanvasAgg(figure).print_png(buffer, metadata={"Software": "analytics-mcp"})
@@ -188,9 +196,11 @@ def _mpl_bar(figure: Figure, axes: Axes, plan: PlotPlan) -> None:
     positions = np.arange(len(plan.categories), dtype=float)
     count = len(plan.series)
     stacked = plan.barmode == "stack" and count > 1
+    across = plan.orientation == "h"
     width = 0.8 if stacked or count == 1 else 0.8 / count
     bottoms_positive = np.zeros(len(positions))
     bottoms_negative = np.zeros(len(positions))
+    value_axis = axes.xaxis if across else axes.yaxis
     for index, series in enumerate(plan.series):
         heights = np.nan_to_num(np.asarray(series.y, dtype=float))
         if stacked:
@@ -199,32 +209,61 @@ def _mpl_bar(figure: Figure, axes: Axes, plan: PlotPlan) -> None:
         else:
             bottom = np.zeros(len(positions))
             offsets = positions - 0.4 + width * (index + 0.5)
-        bars = axes.bar(
-            offsets,
-            heights,
-            width=width,
-            bottom=bottom,
-            color=PALETTE[index % len(PALETTE)],
-            label=series.name,
-            edgecolor="white",
-            linewidth=0.6,
-        )
+        style: dict[str, Any] = {
+            "color": PALETTE[index % len(PALETTE)],
+            "label": series.name,
+            "edgecolor": "white",
+            "linewidth": 0.6,
+        }
+        if across:
+            bars = axes.barh(offsets, heights, height=width, left=bottom, **style)
+        else:
+            bars = axes.bar(offsets, heights, width=width, bottom=bottom, **style)
         for position, patch in enumerate(bars.patches):
             patch.set_gid(f"bar-{index}-{position}")  # lets a reader of the SVG find every bar
+        if series.low is not None and series.high is not None:
+            _mpl_error_bars(axes, offsets, heights, series.low, series.high, across)
         if stacked:
             bottoms_positive += np.where(heights >= 0, heights, 0)
             bottoms_negative += np.where(heights < 0, heights, 0)
-        elif count == 1 and len(positions) <= 15:
+        elif count == 1 and len(positions) <= 15 and series.low is None:
             axes.bar_label(
                 bars, labels=[_number_format(h) for h in heights], fontsize=9, color=TEXT, padding=2
             )
-    axes.set_xticks(positions, plan.categories)
-    axes.yaxis.set_major_formatter(ticker.FuncFormatter(_number_format))
-    axes.yaxis.grid(True, color=GRID, linewidth=0.8)
-    axes.margins(x=0.02, y=0.08)
-    axes.axhline(0, color="#888888", linewidth=0.8)
-    _rotate_if_crowded(axes, plan.categories)
+    if plan.reference is not None:
+        (axes.axvline if across else axes.axhline)(plan.reference, color=TEXT, linewidth=1, linestyle="--")
+    if across:
+        axes.set_yticks(positions, plan.categories)
+        axes.invert_yaxis()  # the first category at the top, as it reads
+        axes.xaxis.grid(True, color=GRID, linewidth=0.8)
+        axes.margins(y=0.02, x=0.08)
+        axes.axvline(0, color="#888888", linewidth=0.8)
+    else:
+        axes.set_xticks(positions, plan.categories)
+        axes.yaxis.grid(True, color=GRID, linewidth=0.8)
+        axes.margins(x=0.02, y=0.08)
+        axes.axhline(0, color="#888888", linewidth=0.8)
+        _rotate_if_crowded(axes, plan.categories)
+    value_axis.set_major_formatter(ticker.FuncFormatter(_number_format))
     _legend(axes, plan, count, outside=True, reverse=stacked)  # stacked: legend order = stack order
+
+
+def _mpl_error_bars(
+    axes: Axes,
+    positions: Any,
+    values: Any,
+    low: list[float | None],
+    high: list[float | None],
+    across: bool,
+) -> None:
+    below = np.array([v - lo if lo is not None else 0.0 for v, lo in zip(values, low, strict=True)])
+    above = np.array([hi - v if hi is not None else 0.0 for v, hi in zip(values, high, strict=True)])
+    errors = np.vstack([np.clip(below, 0, None), np.clip(above, 0, None)])
+    options: dict[str, Any] = {"fmt": "none", "ecolor": TEXT, "elinewidth": 1.2, "capsize": 4}
+    if across:
+        axes.errorbar(values, positions, xerr=errors, **options)
+    else:
+        axes.errorbar(positions, values, yerr=errors, **options)
 
 
 def _dates(values: list[Any]) -> Any:
@@ -241,15 +280,33 @@ def _mpl_line(figure: Figure, axes: Axes, plan: PlotPlan) -> None:
             xs = [rank[v] for v in series.x]
         else:
             xs = series.x
+        colour = PALETTE[index % len(PALETTE)]
+        if series.style == "markers":
+            axes.scatter(xs, series.y, s=46, color=colour, zorder=3, label=series.name, edgecolors=TEXT)
+            continue
         axes.plot(
             xs,
             series.y,
-            color=PALETTE[index % len(PALETTE)],
+            color=colour,
             linewidth=2,
-            marker="o" if longest <= 40 else None,
+            linestyle="--" if series.style == "dashed" else "-",
+            drawstyle="steps-post" if series.style == "step" else "default",
+            marker="o" if longest <= 40 and series.style != "step" else None,
             markersize=4,
             label=series.name,
         )
+        if series.low is not None and series.high is not None:
+            low = np.array([np.nan if v is None else v for v in series.low], dtype=float)
+            high = np.array([np.nan if v is None else v for v in series.high], dtype=float)
+            axes.fill_between(
+                xs,
+                low,
+                high,
+                color=colour,
+                alpha=0.18,
+                linewidth=0,
+                step="post" if series.style == "step" else None,
+            )
     if plan.x_kind == "datetime":
         locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
         axes.xaxis.set_major_locator(locator)
@@ -399,7 +456,7 @@ def _mpl_box(figure: Figure, axes: Axes, plan: PlotPlan) -> None:
         flierprops={"marker": "o", "markersize": 3, "alpha": 0.5, "markeredgecolor": "#555555"},
     )
     for index, patch in enumerate(parts["boxes"]):
-        patch.set_facecolor(PALETTE[index % len(PALETTE)])
+        patch.set_facecolor(_box_colour(index, len(parts["boxes"])))
         patch.set_alpha(0.75)
     axes.yaxis.set_major_formatter(ticker.FuncFormatter(_number_format))
     axes.yaxis.grid(True, color=GRID, linewidth=0.8)
@@ -432,12 +489,18 @@ def _mpl_pie(figure: Figure, axes: Axes, plan: PlotPlan) -> None:
 
 def _plotly_html(plan: PlotPlan, spec: ChartSpec) -> bytes:
     figure = plotly_figure(plan, spec)
-    html = figure.to_html(
-        full_html=True,
-        include_plotlyjs=True if spec.plotly_js == "inline" else "cdn",
-        config={"displaylogo": False, "responsive": False},
+    page = str(
+        figure.to_html(
+            full_html=True, include_plotlyjs=False, config={"displaylogo": False, "responsive": False}
+        )
     )
-    return str(html).encode("utf-8")
+    # plotly.js from the server that drew the chart (spec.plotly_src): never a CDN, never inlined.
+    script = f'<script charset="utf-8" src="{html.escape(spec.plotly_src, quote=True)}"></script>'
+    head = page.find("<head>")
+    if head < 0:
+        return (script + page).encode("utf-8")
+    at = head + len("<head>")
+    return (page[:at] + script + page[at:]).encode("utf-8")
 
 
 def plotly_figure(plan: PlotPlan, spec: ChartSpec) -> Any:
@@ -446,28 +509,89 @@ def plotly_figure(plan: PlotPlan, spec: ChartSpec) -> Any:
     figure = go.Figure()
     colours = list(PALETTE)
     if plan.chart_type == "bar":
+        across = plan.orientation == "h"
         for index, series in enumerate(plan.series):
+            values = [None if math.isnan(v) else v for v in series.y]
+            error: dict[str, Any] = {}
+            if series.low is not None and series.high is not None:
+                error = {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [
+                        0 if h is None or v is None else h - v
+                        for v, h in zip(values, series.high, strict=True)
+                    ],
+                    "arrayminus": [
+                        0 if lo is None or v is None else v - lo
+                        for v, lo in zip(values, series.low, strict=True)
+                    ],
+                    "color": TEXT,
+                }
             figure.add_bar(
-                x=plan.categories,
-                y=[None if math.isnan(v) else v for v in series.y],
+                x=values if across else plan.categories,
+                y=plan.categories if across else values,
+                orientation="h" if across else "v",
                 name=series.name or plan.y_label,
                 marker_color=colours[index % len(colours)],
                 showlegend=len(plan.series) > 1,
+                **({"error_x": error} if across and error else {"error_y": error} if error else {}),
             )
         figure.update_layout(barmode="stack" if plan.barmode == "stack" else "group")
-        figure.update_xaxes(type="category", categoryorder="array", categoryarray=plan.categories)
+        category_axis = figure.update_yaxes if across else figure.update_xaxes
+        category_axis(type="category", categoryorder="array", categoryarray=plan.categories)
+        if across:
+            figure.update_yaxes(autorange="reversed")
+        if plan.reference is not None:
+            line = {"dash": "dash", "color": TEXT, "width": 1}
+            if across:
+                figure.add_vline(x=plan.reference, line=line)
+            else:
+                figure.add_hline(y=plan.reference, line=line)
     elif plan.chart_type in ("line", "scatter"):
         for index, series in enumerate(plan.series):
             xs = [_iso(v) for v in series.x] if plan.x_kind == "datetime" else series.x
+            colour = colours[index % len(colours)]
+            shape = "hv" if series.style == "step" else "linear"
+            if plan.chart_type == "line" and series.low is not None and series.high is not None:
+                figure.add_scatter(  # the interval band: upper edge, then lower edge filled up to it
+                    x=xs,
+                    y=series.high,
+                    mode="lines",
+                    line={"width": 0, "shape": shape, "color": colour},
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"{series.name or plan.y_label} upper",
+                )
+                figure.add_scatter(
+                    x=xs,
+                    y=series.low,
+                    mode="lines",
+                    line={"width": 0, "shape": shape, "color": colour},
+                    fill="tonexty",
+                    fillcolor=_translucent(colour),
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"{series.name or plan.y_label} lower",
+                )
+            markers_only = plan.chart_type == "scatter" or series.style == "markers"
             figure.add_scatter(
                 x=xs,
                 y=series.y,
                 name=series.name or plan.y_label,
-                mode="lines+markers"
-                if plan.chart_type == "line" and len(xs) <= 40
-                else ("lines" if plan.chart_type == "line" else "markers"),
-                marker={"color": colours[index % len(colours)], "size": 6 if len(xs) < 2000 else 4},
-                opacity=1.0 if plan.chart_type == "line" else 0.75,
+                mode="markers"
+                if markers_only
+                else ("lines+markers" if len(xs) <= 40 and series.style != "step" else "lines"),
+                line={
+                    "color": colour,
+                    "shape": shape,
+                    "dash": "dash" if series.style == "dashed" else "solid",
+                },
+                marker={
+                    "color": colour,
+                    "size": 10 if series.style == "markers" else 6 if len(xs) < 2000 else 4,
+                    **({"line": {"color": TEXT, "width": 1}} if series.style == "markers" else {}),
+                },
+                opacity=0.75 if plan.chart_type == "scatter" else 1.0,
                 showlegend=len(plan.series) > 1,
             )
         if plan.x_kind == "text":
@@ -503,6 +627,7 @@ def plotly_figure(plan: PlotPlan, spec: ChartSpec) -> Any:
         figure.update_yaxes(autorange="reversed")
     elif plan.chart_type == "box":
         for index, box in enumerate(plan.boxes):
+            colour = _box_colour(index, len(plan.boxes))
             figure.add_box(
                 x=[box.name],
                 q1=[box.q1],
@@ -512,7 +637,7 @@ def plotly_figure(plan: PlotPlan, spec: ChartSpec) -> Any:
                 upperfence=[box.high],
                 mean=[box.mean],
                 name=box.name,
-                marker_color=colours[index % len(colours)],
+                marker_color=colour,
                 showlegend=False,
             )
             if box.fliers:
@@ -520,7 +645,7 @@ def plotly_figure(plan: PlotPlan, spec: ChartSpec) -> Any:
                     x=[box.name] * len(box.fliers),
                     y=box.fliers,
                     mode="markers",
-                    marker={"color": colours[index % len(colours)], "size": 4, "opacity": 0.5},
+                    marker={"color": colour, "size": 4, "opacity": 0.5},
                     showlegend=False,
                     name=f"{box.name} outliers",
                 )
@@ -549,9 +674,20 @@ def plotly_figure(plan: PlotPlan, spec: ChartSpec) -> Any:
         margin={"l": 70, "r": 30, "t": 70, "b": 70},
     )
     if plan.chart_type != "pie":
-        figure.update_xaxes(title_text=plan.x_label)
-        figure.update_yaxes(title_text=plan.y_label)
+        across = plan.chart_type == "bar" and plan.orientation == "h"  # categories on the vertical axis
+        figure.update_xaxes(title_text=plan.y_label if across else plan.x_label)
+        figure.update_yaxes(title_text=plan.x_label if across else plan.y_label)
     return figure
+
+
+def _box_colour(index: int, count: int) -> str:
+    """A colour per box while the palette lasts; beyond it one colour for all, never a repeated one."""
+    return PALETTE[index] if count <= len(PALETTE) else PALETTE[0]
+
+
+def _translucent(colour: str, alpha: float = 0.18) -> str:
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"
 
 
 def _iso(value: Any) -> Any:
@@ -563,10 +699,9 @@ def _iso(value: Any) -> Any:
 
 @dataclass
 class ChartJob:
-    """A finished chart as a worker process hands it back: base64 already done off the event loop."""
+    """A finished chart as a worker process hands it back: the file's bytes and what it shows."""
 
-    image: str
-    size_bytes: int
+    content: bytes
     format: str
     mime_type: str
     width: int
@@ -576,62 +711,32 @@ class ChartJob:
     y_label: str
     points: int
     notes: list[str]
-    # An inline-plotly page comes without plotly.js (4.8 MB, the same in every page): the server puts
-    # plotly_js_base64() back at this offset of `image`, so the script does not cross the pipe each time.
-    plotly_at: int | None = None
+    plotted: dict[str, Any]
 
-
-@functools.cache
-def _plotly_js() -> tuple[bytes, bytes]:
-    """plotly.js as plotly embeds it, and padded with newlines to a multiple of 3 bytes, so that its
-    base64 can be joined to the base64 of the rest of a page."""
-    from plotly.offline import get_plotlyjs
-
-    script = get_plotlyjs().encode("utf-8")
-    return script, script + b"\n" * (-len(script) % 3)
-
-
-@functools.cache
-def plotly_js_base64() -> str:
-    """The base64 of the padded plotly.js that draw() leaves out of inline-plotly pages."""
-    return base64.b64encode(_plotly_js()[1]).decode("ascii")
-
-
-def splice_plotly(image: str, at: int) -> str:
-    """The whole page's base64: plotly.js put back where draw() left it out."""
-    return image[:at] + plotly_js_base64() + image[at:]
-
-
-def _encoded(content: bytes, inline_plotly: bool) -> tuple[str, int, int | None]:
-    """base64 of `content`, its size in bytes, and where plotly.js goes back in (None: nothing left out)."""
-    if inline_plotly:
-        script, padded = _plotly_js()
-        at = content.find(script[:4096])
-        if at >= 0 and content[at : at + len(script)] == script:
-            head = content[:at] + b" " * (-at % 3)  # whitespace at the start of the <script>: harmless
-            tail = content[at + len(script) :]
-            encoded_head = base64.b64encode(head).decode("ascii")
-            image = encoded_head + base64.b64encode(tail).decode("ascii")
-            return image, len(head) + len(padded) + len(tail), len(encoded_head)
-    return base64.b64encode(content).decode("ascii"), len(content), None
+    @property
+    def size_bytes(self) -> int:
+        return len(self.content)
 
 
 def draw(data: Any, spec: ChartSpec, part: str | None = None, max_rows: int | None = None) -> ChartJob:
-    """Normalise `data`, draw it and encode it; the whole CPU-bound part of a chart request, picklable both ways."""
-    frame, notes = to_frame(data, part)
-    if max_rows is not None and len(frame) > max_rows:
-        raise InvalidInput(
-            f"too many points: inline data has {len(frame):,} rows, at most {max_rows:,}; save it in a "
-            "session (query_database with session_id + save_as) and pass {session_id, dataset}"
-        )
-    rendered = render_chart(frame, spec)
-    plan = rendered.plan
-    image, size_bytes, plotly_at = _encoded(
-        rendered.content, spec.format == "html" and spec.plotly_js == "inline"
-    )
+    """Normalise `data`, draw it; the whole CPU-bound part of a chart request, picklable both ways.
+
+    An analysis result without chosen columns draws its own view (analytics.chart_views); anything
+    else goes through to_frame and plan_chart."""
+    check_spec(spec)
+    notes: list[str] = []
+    plan = analysis_view(data, spec, part)
+    if plan is None:
+        frame, notes = to_frame(data, part)
+        if max_rows is not None and len(frame) > max_rows:
+            raise InvalidInput(
+                f"too many points: inline data has {len(frame):,} rows, at most {max_rows:,}; save it in a "
+                "session (query_database with session_id + save_as) and pass {session_id, dataset}"
+            )
+        plan = plan_chart(frame, spec)
+    rendered = render_plan(plan, spec)
     return ChartJob(
-        image=image,
-        size_bytes=size_bytes,
+        content=rendered.content,
         format=rendered.format,
         mime_type=rendered.mime_type,
         width=rendered.width,
@@ -641,7 +746,7 @@ def draw(data: Any, spec: ChartSpec, part: str | None = None, max_rows: int | No
         y_label=plan.y_label,
         points=plan.points,
         notes=notes + plan.notes,
-        plotly_at=plotly_at,
+        plotted=plotted(plan),
     )
 
 

@@ -23,6 +23,27 @@ def require_columns(frame: pd.DataFrame, needed: Iterable[str], purpose: str) ->
         )
 
 
+def dates_asked(start: dt.date | None, end: dt.date | None) -> str:
+    """The date filter in words: 'between 2024-01-01 and 2024-03-31', 'from ... on', 'up to ...'."""
+    if start and end:
+        return f"between {start} and {end}"
+    return f"from {start} on" if start else f"up to {end}"
+
+
+def require_rows_in_dates(when: pd.Series, found: bool, parameters: Any, column: str) -> None:
+    """When start_date/end_date keep no row of a dataset: an InvalidInput naming the days `column` covers."""
+    if found or not (parameters.start_date or parameters.end_date):
+        return
+    asked = dates_asked(parameters.start_date, parameters.end_date)
+    present = pd.to_datetime(when).dropna()
+    if present.empty:
+        raise InvalidInput(f"no rows {asked}: the dataset's column {column!r} has no dates")
+    raise InvalidInput(
+        f"no rows {asked}; the dataset's {column} covers {present.min().date()} to {present.max().date()}: "
+        "pick dates in that range or drop start_date/end_date"
+    )
+
+
 def as_of_instant(frame: pd.DataFrame, as_of: dt.datetime | None) -> pd.Timestamp:
     """The reference instant for tenure: the parameter, else the latest timestamp in the dataset."""
     if as_of is not None:

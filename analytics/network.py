@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analytics.bands import segment_label, segment_order
-from analytics.frames import require_columns, segment_labels
+from analytics.frames import require_columns, require_rows_in_dates, segment_labels
 from analytics.parameters import NetworkQualityParameters
 from analytics.stats import Histogram, kruskal_wallis, one_way_anova, percentile
 from analytics.summary import Outcome, p_value_words, percent, significance
@@ -112,6 +112,7 @@ def network_quality_of_frame(frame: pd.DataFrame, parameters: NetworkQualityPara
             keep &= when >= pd.Timestamp(parameters.start_date)
         if parameters.end_date:
             keep &= when < pd.Timestamp(parameters.end_date) + pd.Timedelta(days=1)
+        require_rows_in_dates(when, bool(keep.any()), parameters, "event_timestamp")
         data = data[keep]
     data = data[data["score"].notna()]
     histogram = data.groupby(["segment", "score"], sort=False).size().rename("events").reset_index()

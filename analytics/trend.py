@@ -18,7 +18,7 @@ from statsmodels.stats.stattools import durbin_watson
 from statsmodels.tsa.seasonal import STL, seasonal_decompose
 
 from analytics.errors import InvalidInput
-from analytics.frames import require_columns, truthy
+from analytics.frames import require_columns, require_rows_in_dates, truthy
 from analytics.parameters import DateRange, TrendParameters
 from analytics.stats import finite_or_none
 from analytics.summary import Outcome, p_value_words, percent, significance
@@ -71,6 +71,7 @@ def in_range(frame: pd.DataFrame, column: str, parameters: DateRange) -> pd.Data
         keep &= when >= pd.Timestamp(parameters.start_date)
     if parameters.end_date:
         keep &= when < pd.Timestamp(parameters.end_date) + pd.Timedelta(days=1)
+    require_rows_in_dates(when, bool(keep.any()), parameters, column)
     return frame[keep]
 
 

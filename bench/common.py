@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from warehouse.db import query_role_name
+
 
 def _reachable(host: str, port: int) -> bool:
     try:
@@ -45,6 +47,7 @@ async def scratch_database() -> AsyncIterator[str]:
     finally:
         conn = await asyncpg.connect(admin_url)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'DROP ROLE IF EXISTS "{query_role_name(name)}"')  # the server made it for it
         await conn.close()
         if embedded is not None:
             embedded.stop()

@@ -1,7 +1,7 @@
 """What security and observability cost per tool call: the same two tools (a no-op, and one SQL round
 trip on a pooled connection) served bare by FastMCP and through the full App stack (API-key identity,
-role check, Redis rate-limit window, argument limits, Prometheus metrics, audit trail, latency reservoir,
-request-id connection labels), with OpenTelemetry tracing off and on, all in one run.
+role check, Redis rate-limit window, argument limits, Prometheus metrics, audit trail), with
+OpenTelemetry tracing off and then on (it instruments the whole process), all in one run.
 
 Usage: python bench/observability.py [--iterations 600]
 Uses TEST_DATABASE_URL / TEST_REDIS_URL or this machine's servers when reachable, else embedded ones.
@@ -32,7 +32,6 @@ from mcp_server.app import build_app  # noqa: E402
 from mcp_server.audit import auditor  # noqa: E402
 from mcp_server.auth import ANALYST, Identity  # noqa: E402
 from mcp_server.config import Settings, digest_key  # noqa: E402
-from mcp_server.observability import reservoir  # noqa: E402
 from mcp_server.runtime import Runtime, start_runtime  # noqa: E402
 
 
@@ -64,6 +63,30 @@ async def timed(client: Client, tool: str, iterations: int) -> list[float]:
     return samples
 
 
+async def measure(
+    servers: dict[str, Any],
+    iterations: int,
+    results: dict[tuple[str, str], list[float]],
+    between: Callable[[], Any] = lambda: None,
+) -> None:
+    """Warm up, then interleaved rounds, so machine noise hits every series alike."""
+    clients = {name: Client(server) for name, server in servers.items()}
+    for client in clients.values():
+        await client.__aenter__()
+    try:
+        for tool in ("bench_noop", "bench_sql"):
+            for client in clients.values():
+                await timed(client, tool, 30)
+        for _ in range(6):
+            for tool in ("bench_noop", "bench_sql"):
+                for name, client in clients.items():
+                    results.setdefault((name, tool), []).extend(await timed(client, tool, iterations // 6))
+                    between()
+    finally:
+        for client in clients.values():
+            await client.__aexit__(None, None, None)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=600)
@@ -86,47 +109,29 @@ async def main() -> None:
                 "RATE_LIMIT_PER_MINUTE": "1000000",
             }
         )
-        plain = await start_runtime(settings, seed_demo=False)
-        traced = await start_runtime(settings, seed_demo=False)
+        runtime = await start_runtime(settings, seed_demo=False)
         try:
-            identity = plain.local_identity or Identity("bench", "analyst", "bench")
+            identity = runtime.local_identity or Identity("bench", "analyst", "bench")
             bare = FastMCP("bare")
-            add_probes(lambda function: bare.tool(function), plain)
-            full = build_app(plain, identity)
-            add_probes(lambda function: full.tool(roles=ANALYST)(function), plain)
+            add_probes(lambda function: bare.tool(function), runtime)
+            full = build_app(runtime, identity)
+            add_probes(lambda function: full.tool(roles=ANALYST)(function), runtime)
+            await measure({"bare FastMCP": bare, "full stack": full.mcp}, args.iterations, results)
+            # Tracing instruments the whole process (OpenTelemetry's provider is global): its series last.
             from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
             exporter = InMemorySpanExporter()
-            tracing.enable(traced, exporter)
-            with_tracing = build_app(traced, identity)
-            add_probes(lambda function: with_tracing.tool(roles=ANALYST)(function), traced)
-            servers = {"bare FastMCP": bare, "full stack": full.mcp, "full stack + tracing": with_tracing.mcp}
-            clients = {name: Client(server) for name, server in servers.items()}
-            for client in clients.values():
-                await client.__aenter__()
+            provider = tracing.start(settings, exporter)
+            assert provider is not None
             try:
-                for tool in ("bench_noop", "bench_sql"):
-                    for client in clients.values():
-                        await timed(client, tool, 30)  # warm up
-                # Interleaved rounds, so machine noise hits every series alike.
-                for _ in range(6):
-                    for tool in ("bench_noop", "bench_sql"):
-                        for name, client in clients.items():
-                            results.setdefault((name, tool), []).extend(
-                                await timed(client, tool, args.iterations // 6)
-                            )
-                            exporter.clear()
+                await measure({"full stack + tracing": full.mcp}, args.iterations, results, exporter.clear)
             finally:
-                for client in clients.values():
-                    await client.__aexit__(None, None, None)
+                await tracing.stop(provider)
         finally:
-            for runtime in (plain, traced):  # the background writers finish before the pools close
-                await auditor(runtime).flush()
-                await reservoir(runtime).writer.flush()
-            async for leftover in plain.redis.scan_iter(match=prefix + "*", count=1000):
-                await plain.redis.delete(leftover)
-            await traced.close()
-            await plain.close()
+            await auditor(runtime).flush()  # the background writer finishes before the pools close
+            async for leftover in runtime.redis.scan_iter(match=prefix + "*", count=1000):
+                await runtime.redis.delete(leftover)
+            await runtime.close()
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -25,7 +25,8 @@ _SEED_LOCK = 7_310_421_002  # any constant apart from the schema lock (warehouse
 async def seed_if_empty(settings: Settings, wait_seconds: float) -> str:
     if settings.database_url is None:
         return "DATABASE_URL is not set: the embedded database seeds itself; nothing to do"
-    db = Database(settings.database_url, min_size=1, max_size=3)  # one holds the lock, the rest work
+    # One holds the lock, the rest work; apply_schema sets up the query role as the server would.
+    db = Database(settings.database_url, query_url=settings.database_query_url, min_size=1, max_size=3)
     deadline = time.monotonic() + wait_seconds
     while True:
         try:

@@ -20,6 +20,9 @@ _SAMPLE_BYTES = 65_536
 _SAMPLE_LINES = 100
 _CANDIDATES = (",", "\t", ";", "|")
 _FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_DECODE_PIECE_BYTES = 1_048_576
+# What a text codec raises on bytes it cannot take (idna, punycode, undefined, ... raise more than UnicodeError)
+_DECODE_ERRORS = (UnicodeError, ValueError, TypeError, LookupError, IndexError)
 
 
 def parse_delimited(
@@ -61,7 +64,7 @@ def parse_delimited(
         raise InvalidInput("the file has no rows; send a CSV/TSV file with data") from None
     except pd.errors.ParserError as error:
         raise InvalidInput(_parser_problem(str(error), delimiter)) from None
-    except UnicodeDecodeError:
+    except _DECODE_ERRORS:
         raise InvalidInput(
             f"the file is not valid {encoding} text; set options.encoding (e.g. latin-1, cp1252)"
         ) from None
@@ -82,9 +85,10 @@ def _decoded_bytes(content: bytes, encoding: str | None) -> tuple[bytes, str]:
     if encoding is not None and encoding.startswith(("utf-16", "utf-32")):
         try:
             return content.decode(encoding).encode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
+        except _DECODE_ERRORS:
             raise InvalidInput(f"the file is not valid {encoding} text; check options.encoding") from None
     if encoding is not None:
+        _check_decodes(content, encoding)
         return content, encoding
     if content.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
@@ -97,9 +101,29 @@ def _decoded_bytes(content: bytes, encoding: str | None) -> tuple[bytes, str]:
     return content, encoding
 
 
+def _check_decodes(content: bytes, encoding: str) -> None:
+    """Refuse, in one line, a file the chosen encoding cannot decode (read piece by piece, nothing kept)."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+        for start in range(0, len(content), _DECODE_PIECE_BYTES):
+            decoder.decode(content[start : start + _DECODE_PIECE_BYTES])
+        decoder.decode(b"", final=True)
+    except _DECODE_ERRORS:
+        raise InvalidInput(
+            f"the file is not valid {encoding} text; set options.encoding to its real encoding "
+            "(e.g. utf-8, latin-1, cp1252) or leave it out to detect it"
+        ) from None
+
+
 def _sample_lines(content: bytes, encoding: str, skip: int) -> list[str]:
     head = content[:_SAMPLE_BYTES]
-    text = head.decode(encoding, errors="ignore")
+    try:
+        text = head.decode(encoding, errors="ignore")
+    except _DECODE_ERRORS:  # codecs such as idna take no error handler
+        raise InvalidInput(
+            f"the file cannot be read as {encoding} text; set options.encoding to a text encoding "
+            "such as utf-8, latin-1 or cp1252"
+        ) from None
     lines = text.splitlines()
     if len(content) > _SAMPLE_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last line of a cut sample is partial

@@ -12,6 +12,7 @@ from analytics.errors import InvalidInput
 _RATIO_FLOOR_BYTES = 1_000_000
 # Real xlsx parts never carry a DTD; one with entity declarations is an XML bomb attempt.
 _XML_HEAD_BYTES = 4_096
+_READ_BYTES = 1_048_576  # xlsx parts are inflated this much at a time while they are measured
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Limits:
     max_rows: int = 1_000_000
     max_columns: int = 1_000
     max_uncompressed_bytes: int = 1_000_000_000  # sum of an xlsx's declared member sizes
+    max_stream_bytes: int = 50_000_000  # what one xlsx part or one PDF stream may inflate to
     max_compression_ratio: float = 200.0  # per xlsx member larger than 1 MB
     max_zip_members: int = 10_000
     max_pages: int = 200  # PDF pages read for tables
@@ -50,10 +52,8 @@ def check_columns(columns: int, limits: Limits) -> None:
 
 
 def check_xlsx_archive(content: bytes, limits: Limits) -> None:
-    """Refuse zip bombs using only the central directory, before anything is decompressed.
-
-    Trusting the declared sizes is safe: Python's zipfile never returns more than a member's
-    declared file_size and fails on a CRC mismatch, so a lying directory cannot inflate further.
+    """Refuse zip bombs: from the central directory first, then by inflating every part (without keeping
+    it) and counting, so no part openpyxl reads can grow past max_stream_bytes whatever the directory says.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
@@ -73,6 +73,8 @@ def check_xlsx_archive(content: bytes, limits: Limits) -> None:
                 "refused as a possible zip bomb"
             )
         for member in members:
+            if member.file_size > limits.max_stream_bytes:
+                raise _part_too_large(member, limits)
             if member.file_size > _RATIO_FLOOR_BYTES:
                 ratio = member.file_size / max(member.compress_size, 1)
                 if ratio > limits.max_compression_ratio:
@@ -89,3 +91,29 @@ def check_xlsx_archive(content: bytes, limits: Limits) -> None:
                     raise InvalidInput("the xlsx archive is damaged; save the workbook again") from None
                 if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
                     raise InvalidInput("the xlsx contains XML entity declarations; refused as unsafe")
+        for member in members:
+            if _inflated_size(archive, member, limits.max_stream_bytes) > limits.max_stream_bytes:
+                raise _part_too_large(member, limits)
+
+
+def _inflated_size(archive: zipfile.ZipFile, member: zipfile.ZipInfo, cap: int) -> int:
+    """The bytes `member` really inflates to, counted up to just past `cap` (its CRC checked when read whole)."""
+    size = 0
+    try:
+        with archive.open(member) as part:
+            while size <= cap:
+                piece = part.read(_READ_BYTES)
+                if not piece:
+                    break
+                size += len(piece)
+    except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError):
+        raise InvalidInput("the xlsx archive is damaged; save the workbook again") from None
+    return size
+
+
+def _part_too_large(member: zipfile.ZipInfo, limits: Limits) -> InvalidInput:
+    name = "".join(ch if ch.isprintable() else "?" for ch in member.filename[:80])
+    return InvalidInput(
+        f"xlsx part '{name}' inflates past {limits.max_stream_bytes:,} bytes (the import limit, "
+        "IMPORT_MAX_STREAM_BYTES); refused as a possible zip bomb: save the sheet as CSV and import that"
+    )

@@ -56,10 +56,15 @@ class ImportOptions(BaseModel):
     def _known_encoding(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        shown = "".join(ch if ch.isprintable() else "?" for ch in value)
         try:
-            return codecs.lookup(value).name
+            codec = codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"unknown encoding '{value}'; use e.g. utf-8, latin-1, cp1252") from None
+            raise ValueError(f"unknown encoding '{shown}'; use e.g. utf-8, latin-1, cp1252") from None
+        # base64, zlib_codec, rot13, hex, ... are transforms of bytes or of text, not text encodings
+        if not getattr(codec, "_is_text_encoding", True):
+            raise ValueError(f"'{shown}' is not a text encoding; use e.g. utf-8, latin-1, cp1252")
+        return codec.name
 
     @field_validator("pages")
     @classmethod

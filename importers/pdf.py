@@ -18,11 +18,22 @@ from analytics.errors import InvalidInput
 from importers.columns import column_names, infer_types, looks_like_header
 from importers.limits import Limits, check_columns, check_rows
 from importers.options import ImportOptions
+from importers.pdf_streams import StreamBudget, stream_budget
 
 # pdfminer logs a warning for every odd object in a PDF; the import answers with its own errors.
 logging.getLogger("pdfminer").setLevel(logging.ERROR)
 
 _TEXT_SETTINGS = {"vertical_strategy": "text", "horizontal_strategy": "text"}
+# What pdfplumber and pdfminer raise on a file they cannot read
+_UNREADABLE = (
+    PdfminerException,
+    PDFSyntaxError,
+    PSException,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+)
 
 
 @dataclass
@@ -36,21 +47,27 @@ class _Table:
 
 
 def parse_pdf(content: bytes, options: ImportOptions, limits: Limits) -> tuple[pd.DataFrame, dict[str, Any]]:
-    try:
-        document = pdfplumber.open(io.BytesIO(content))
-    except (PdfminerException, PDFSyntaxError, PSException, ValueError, TypeError, KeyError):
-        raise InvalidInput("the file is not a readable PDF; check that it opens in a PDF viewer") from None
-    try:
-        with document:
-            page_count = len(document.pages)
-            chosen = _chosen_pages(options.pages, page_count, limits)
-            tables = _tables(document, chosen, options, limits)
-    except InvalidInput:
-        raise
-    except (PdfminerException, PDFSyntaxError, PSException, ValueError, TypeError, KeyError, AttributeError):
-        raise InvalidInput(
-            "the PDF is damaged and its pages cannot be read; save it again and retry"
-        ) from None
+    # pdfplumber wraps every error it sees, ours too: the budget keeps its refusal to raise it unwrapped
+    with stream_budget(limits.max_stream_bytes, limits.max_bytes) as budget:
+        try:
+            document = pdfplumber.open(io.BytesIO(content))
+        except _UNREADABLE:
+            raise budget.refusal or InvalidInput(
+                "the file is not a readable PDF; check that it opens in a PDF viewer"
+            ) from None
+        try:
+            with document:
+                page_count = len(document.pages)
+                chosen = _chosen_pages(options.pages, page_count, limits)
+                tables = _tables(document, chosen, options, limits, budget)
+        except InvalidInput:
+            raise
+        except _UNREADABLE:
+            raise budget.refusal or InvalidInput(
+                "the PDF is damaged and its pages cannot be read; save it again and retry"
+            ) from None
+        if budget.refusal is not None:  # pdfminer recovered from it and read on without the stream
+            raise budget.refusal
     pages_text = _page_ranges(chosen)
     if not tables:
         hint = "" if options.table_strategy == "text" else ", or try options.table_strategy='text'"
@@ -90,12 +107,15 @@ def _chosen_pages(spec: str | None, page_count: int, limits: Limits) -> list[int
     return sorted(pages)
 
 
-def _tables(document: Any, pages: list[int], options: ImportOptions, limits: Limits) -> list[_Table]:
+def _tables(
+    document: Any, pages: list[int], options: ImportOptions, limits: Limits, budget: StreamBudget
+) -> list[_Table]:
     """Every table on the pages, a table continuing the previous one (same columns) joined to it."""
     settings = _TEXT_SETTINGS if options.table_strategy == "text" else None
     tables: list[_Table] = []
     rows = 0
     for number in pages:
+        budget.where = f"page {number}"
         page = document.pages[number - 1]
         for raw in page.extract_tables(settings):
             cells = [[_cell(v) for v in row] for row in raw]

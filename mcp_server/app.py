@@ -17,28 +17,32 @@ from typing import Any
 import pydantic
 import redis.exceptions
 from fastmcp import FastMCP
-from fastmcp.exceptions import PromptError, ResourceError, ToolError
+from fastmcp.exceptions import FastMCPError, NotFoundError, PromptError, ResourceError, ToolError
 from fastmcp.exceptions import ValidationError as FastMCPValidationError
 from fastmcp.server.dependencies import get_http_headers
 from fastmcp.server.middleware import Middleware, MiddlewareContext
+from mcp import MCPError
+from mcp.types import INVALID_REQUEST
 
 from analytics.errors import AnalyticsError, Forbidden, NotFound, Timeout
-from mcp_server import logs
+from mcp_server import logs, package_version
 from mcp_server.auth import (
     Identity,
     bind_identity,
-    presented_key,
     require_role,
     reset_identity,
 )
-from mcp_server.cache import prefetched_reads
 from mcp_server.config import Role
+from mcp_server.oauth import resolve_identity
+from mcp_server.responses import ResponseLimit
 from mcp_server.runtime import Runtime
 from warehouse.db import CONNECTION_ERRORS
+from warehouse.shares import bind_owner, reset_owner
 
 log = logging.getLogger(__name__)
 
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+QUIET = logging.DEBUG  # the level FastMCP logs an error at that a component has answered already
 POSTGRES_DOWN = CONNECTION_ERRORS
 
 INSTRUCTIONS = """\
@@ -62,8 +66,6 @@ class CallInfo:
     started: float = field(default_factory=time.perf_counter)
     outcome: str = "ok"
     error: str | None = None
-    # Redis keys read in the rate limit's round trip (see App.prefetch), with what they held.
-    prefetched: dict[str, bytes | None] = field(default_factory=dict)
 
     @property
     def duration_ms(self) -> float:
@@ -76,12 +78,17 @@ class App:
     def __init__(self, runtime: Runtime, local_identity: Identity | None = None) -> None:
         self.runtime = runtime
         self.local_identity = local_identity
-        self.mcp = FastMCP("analytics-mcp", instructions=INSTRUCTIONS, mask_error_details=True)
+        self.mcp = FastMCP(
+            "analytics-mcp", instructions=INSTRUCTIONS, mask_error_details=True, version=package_version()
+        )
         self.roles: dict[tuple[str, str], frozenset[Role]] = {}
         self.before_call: list[CallHook] = []
         self.after_call: list[CallHook] = []
-        self.prefetchers: dict[str, Callable[[dict[str, Any]], list[str]]] = {}
+        # Hooks run before every list method (tools/list, resources/list ...), with the caller and the
+        # method: the rate limit counts a list as one call.
+        self.before_list: list[Callable[[Identity, str], Any]] = []
         self.mcp.add_middleware(Guard(self))
+        self.mcp.add_middleware(ResponseLimit())  # inside the guard: a refusal is logged like any other
 
     def tool(self, *, roles: frozenset[Role], **options: Any) -> Callable[[Callable[..., Any]], Any]:
         def register(function: Callable[..., Any]) -> Any:
@@ -108,32 +115,26 @@ class App:
 
         return register
 
-    def prefetch(self, tool: str, keys_for: Callable[[dict[str, Any]], list[str]]) -> None:
-        """Redis keys `tool` is likely to read first (a cache entry), from its raw arguments: they are
-        read in the same round trip as the rate limit's admission, whatever its answer, and offered to
-        the tool (mcp_server.cache.prefetched_reads). Only reads; `keys_for` must be cheap, do no I/O and
-        parse nothing (the arguments are not validated yet); a wrong guess only costs the tool a read.
-        """
-        self.prefetchers[tool] = keys_for
-
     def roles_for(self, kind: str, name: str) -> frozenset[Role]:
         # Undeclared means nobody: a new component without a role declaration is refused, not open.
         return self.roles.get((kind, name), frozenset())
 
-    def identify(self) -> Identity | None:
+    async def identify(self) -> Identity | None:
         headers = get_http_headers(include={"authorization"})
         if headers:
-            return self.runtime.keys.resolve(presented_key(headers))
+            return await resolve_identity(self.runtime.keys, self.runtime.oauth, headers)
         return self.local_identity
 
 
 def _answering_errors(
-    function: Callable[..., Any], kind: str, failure: type[Exception]
+    function: Callable[..., Any], kind: str, failure: type[FastMCPError]
 ) -> Callable[..., Any]:
     """Domain errors become their one-line message; anything else a generic line with a request id.
 
     This runs inside the component, before FastMCP's own handler, which would otherwise log the
     exception text (possibly data) with a traceback and mask the message we want the agent to see.
+    What reaches FastMCP is already answered (and logged here if it was a fault): its own "Error
+    calling tool" line is only debug detail (QUIET).
     """
 
     @functools.wraps(function)
@@ -144,20 +145,31 @@ def _answering_errors(
                 result = await result
             return result
         except AnalyticsError as error:
-            raise failure(error.message) from None
+            raise failure(error.message, log_level=QUIET) from None
         except (ToolError, ResourceError, PromptError):
             raise
         except REDIS_DOWN as error:
             log.warning("redis unavailable", extra={"error": type(error).__name__})
-            raise failure("Redis (the session and cache store) is not answering; retry shortly") from None
+            raise failure(
+                "Redis (the session and cache store) is not answering; retry shortly", log_level=QUIET
+            ) from None
+        except redis.exceptions.OutOfMemoryError:
+            # The session Redis runs with maxmemory and noeviction: full means writes are refused.
+            log.warning("redis is full", extra={"kind": kind, "component": function.__name__})
+            raise failure(
+                "the session store is full; close or delete sessions you no longer need and retry, "
+                "or ask the operator to raise REDIS_MAXMEMORY",
+                log_level=QUIET,
+            ) from None
         except POSTGRES_DOWN as error:
             log.warning("postgres unavailable", extra={"error": type(error).__name__})
-            raise failure("PostgreSQL is not answering; retry shortly") from None
+            raise failure("PostgreSQL is not answering; retry shortly", log_level=QUIET) from None
         except Exception:
             request_id = logs.request_id_var.get() or "-"
             log.exception("unexpected error", extra={"kind": kind, "component": function.__name__})
             raise failure(
-                f"internal error while serving {kind} '{function.__name__}'; request id {request_id}"
+                f"internal error while serving {kind} '{function.__name__}'; request id {request_id}",
+                log_level=QUIET,
             ) from None
 
     return answered
@@ -181,11 +193,12 @@ class Guard(Middleware):
         self.app = app
 
     async def _guarded(self, kind: str, name: str, arguments: dict[str, Any], call: Callable[[], Any]) -> Any:
-        info = CallInfo(uuid.uuid4().hex[:16], kind, name, self.app.identify(), arguments)
+        info = CallInfo(uuid.uuid4().hex[:16], kind, name, await self.app.identify(), arguments)
         request_token = logs.request_id_var.set(info.request_id)
         user_token = logs.user_id_var.set(info.identity.user_id if info.identity else None)
         identity_token = bind_identity(info.identity)
-        prefetch_token = prefetched_reads.set(info.prefetched)
+        # The caller's database connections count against its share (warehouse/shares.py).
+        owner_token = bind_owner(info.identity.user_id if info.identity else None)
         failure = {"tool": ToolError, "resource": ResourceError, "prompt": PromptError}[kind]
         try:
             if info.identity is None:
@@ -221,6 +234,17 @@ class Guard(Middleware):
             message = _one_line(cause) if isinstance(cause, pydantic.ValidationError) else "invalid arguments"
             info.outcome, info.error = "InvalidInput", message
             raise failure(message) from None
+        except NotFoundError:
+            # FastMCP's own "unknown": a URI no template matches (a/b where one segment goes), or a
+            # parameter its path screening refuses (.., %2e%2e, an absolute path, a NUL byte).
+            shown = str(arguments.get("uri", name))[:80] if kind == "resource" else name[:80]
+            declared = sorted(n for k, n in self.app.roles if k == kind)
+            info.outcome = "NotFound"
+            info.error = logs.sanitize_error(
+                f"no {kind} '{shown}' (a template parameter is one path segment, without '..'); "
+                f"{kind}s: {', '.join(declared)}"
+            )
+            raise failure(info.error) from None
         except (ToolError, ResourceError, PromptError) as error:
             # A component's own wrapper turned a domain error into this one; keep its kind for metrics.
             origin = error.__context__
@@ -244,7 +268,7 @@ class Guard(Middleware):
                     await hook(info)
                 except Exception:  # noqa: BLE001 - observers must not break calls
                     log.exception("after-call hook failed")
-            prefetched_reads.reset(prefetch_token)
+            reset_owner(owner_token)
             reset_identity(identity_token)
             logs.user_id_var.reset(user_token)
             logs.request_id_var.reset(request_token)
@@ -267,26 +291,41 @@ class Guard(Middleware):
         )
 
     async def on_list_tools(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        await self._before_list("tools/list")
         tools = await call_next(context)
-        identity = self.app.identify()
+        identity = await self.app.identify()
         if identity is None:
             return []
         return [t for t in tools if identity.role in self.app.roles_for("tool", t.name)]
 
     async def on_list_resources(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        return self._visible(
+        await self._before_list("resources/list")
+        return await self._visible(
             "resource", await call_next(context), lambda r: self._resource_declaration(str(r.uri))
         )
 
     async def on_list_resource_templates(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        return self._visible("resource", await call_next(context), lambda t: t.uri_template)
+        await self._before_list("resources/templates/list")
+        return await self._visible("resource", await call_next(context), lambda t: t.uri_template)
 
     async def on_list_prompts(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        return self._visible("prompt", await call_next(context), lambda p: p.name)
+        await self._before_list("prompts/list")
+        return await self._visible("prompt", await call_next(context), lambda p: p.name)
 
-    def _visible(self, kind: str, components: Any, name_of: Callable[[Any], str]) -> list[Any]:
+    async def _before_list(self, method: str) -> None:
+        """Lists cost work too (resources/list reads every session of the caller): each one counts."""
+        identity = await self.app.identify()
+        if identity is None:
+            return  # nothing is listed to a caller without a key
+        try:
+            for hook in self.app.before_list:
+                await hook(identity, method)
+        except AnalyticsError as error:
+            raise MCPError(INVALID_REQUEST, error.message) from None
+
+    async def _visible(self, kind: str, components: Any, name_of: Callable[[Any], str]) -> list[Any]:
         """Only what the caller's role may use is listed (undeclared: nobody's)."""
-        identity = self.app.identify()
+        identity = await self.app.identify()
         if identity is None:
             return []
         return [c for c in components if identity.role in self.app.roles_for(kind, name_of(c))]
@@ -295,11 +334,14 @@ class Guard(Middleware):
         """The declared URI or URI template that serves `uri`."""
         if ("resource", uri) in self.app.roles:
             return uri
-        for kind, declared in self.app.roles:
-            if kind == "resource" and "{" in declared:
-                prefix = declared.split("{", 1)[0]
-                if uri.startswith(prefix):
-                    return declared
+        matching = [
+            declared
+            for kind, declared in self.app.roles
+            if kind == "resource" and "{" in declared and uri.startswith(declared.split("{", 1)[0])
+        ]
+        # session://{session_id} and session://{session_id}/{key}: the one with as many segments first
+        if matching:
+            return min(matching, key=lambda declared: declared.count("/") != uri.count("/"))
         return uri  # undeclared: FastMCP answers "not found" itself
 
 
@@ -314,16 +356,14 @@ def build_app(runtime: Runtime, local_identity: Identity | None = None) -> App:
         if register is not None:
             register(app)
     # Observers and limits, after the tools so they see every declared name. Order of before_call:
-    # tracing (starts the span), rate limit (before any work), argument limits.
-    from mcp_server import audit, correlation, limits, observability, ratelimit, tracing
+    # rate limit (before any work), argument limits.
+    from mcp_server import audit, limits, observability, ratelimit
 
     for install in (
         ratelimit.install,
         limits.install,
         observability.install,
         audit.install,
-        correlation.install,
-        tracing.install,
     ):
         install(app)
     return app

@@ -1,5 +1,6 @@
 """The audit trail: every authentication attempt and every call, as a JSON log line and a row in
-mcp_internal.audit_log. Rows are written in batches by a background task, so a call never waits.
+mcp_internal.audit_log. Rows are written in batches by a background task, so a call waits only
+when the queue is full (the database has been down for long): rows are never dropped.
 
 What is recorded: user, key id (a digest prefix, never the key), tool, session id, duration,
 outcome. What is not: arguments, results, error texts (they can quote data).
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
-from mcp_server import metrics
+from mcp_server import batching, metrics
 from mcp_server.batching import BatchWriter
 from mcp_server.runtime import Runtime
+from sessions import access
 from warehouse.audit import AuditRow, insert_audit_rows
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("analytics_mcp.audit")
 
-_SESSION_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 UNKNOWN = "<unknown>"
 
 
@@ -34,7 +34,7 @@ def safe_session_id(value: Any) -> str | None:
     recorded as '<invalid>'."""
     if value is None:
         return None
-    return value if isinstance(value, str) and _SESSION_ID.match(value) else "<invalid>"
+    return access.session_id(value) if access.is_session_id(value) else "<invalid>"
 
 
 def component_name(app: App, info: CallInfo) -> str:
@@ -47,7 +47,7 @@ def _session_of(arguments: dict[str, Any]) -> str | None:
     if session is None:
         source = arguments.get("data_source")
         # analyze_data(data_source=<session id>) works on a session too
-        if isinstance(source, str) and _SESSION_ID.match(source):
+        if access.is_session_id(source):
             session = source
     return safe_session_id(session)
 
@@ -60,15 +60,12 @@ class Auditor:
     async def _write(self, rows: list[AuditRow]) -> None:
         await insert_audit_rows(self.runtime.db, rows)
 
-    def record(self, row: AuditRow, **log_only: Any) -> None:
+    async def record(self, row: AuditRow, **log_only: Any) -> None:
         fields = {
             name: value for name, value in row.__dict__.items() if value is not None and name != "logged_at"
         }
         log.info("audit", extra={**fields, **log_only})
-        if not self.writer.submit(row):
-            metrics.counter(
-                self.runtime, "analytics_mcp_audit_dropped_total", "Audit rows dropped (queue full)"
-            ).inc()
+        await self.writer.put(row)
 
     async def flush(self) -> None:
         await self.writer.flush()
@@ -78,7 +75,7 @@ def auditor(runtime: Runtime) -> Auditor:
     found = runtime.extras.get("auditor")
     if found is None:
         found = runtime.extras["auditor"] = Auditor(runtime)
-        runtime.on_close.append(found.writer.flush)
+        batching.register(runtime, found.writer)
     return found
 
 
@@ -100,7 +97,7 @@ def install(app: App) -> None:
 
     async def audit_call(info: CallInfo) -> None:
         identity = info.identity
-        trail.record(
+        await trail.record(
             AuditRow(
                 logged_at=dt.datetime.now(dt.UTC),
                 request_id=info.request_id,
@@ -124,7 +121,7 @@ def install(app: App) -> None:
         outcome = "success" if identity is not None else "failure"
         attempts.labels(outcome=outcome).inc()
         client = scope.get("client")
-        trail.record(
+        await trail.record(
             AuditRow(
                 logged_at=dt.datetime.now(dt.UTC),
                 request_id=None,

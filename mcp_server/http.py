@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import URL
 from starlette.middleware import Middleware as StarletteMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_server.app import App
-from mcp_server.auth import presented_key
+from mcp_server.batching import writer_states
+from mcp_server.config import Settings
+from mcp_server.oauth import METADATA_PATH, protected_resource_metadata, resolve_identity, www_authenticate
 from mcp_server.runtime import Runtime
+from mcp_server.urls import PLOTLY_JS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +32,7 @@ AuthHook = Callable[[Any, Scope], Awaitable[None]]
 
 
 class ApiKeyMiddleware:
-    """Refuses MCP requests without a valid key with 401, before the MCP layer sees them."""
+    """Refuses MCP requests without a valid key or OAuth token with 401, before the MCP layer sees them."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime, mcp_path: str = "/mcp") -> None:
         self.app = app
@@ -36,29 +44,50 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        identity = self.runtime.keys.resolve(presented_key(headers))
+        identity = await resolve_identity(self.runtime.keys, self.runtime.oauth, headers)
         for hook in self.runtime.extras.get("auth_hooks", []):
             try:
                 await hook(identity, scope)
             except Exception:  # noqa: BLE001 - observers must not block authentication
                 log.exception("auth hook failed")
         if identity is None:
-            body = json.dumps(
-                {"error": "unauthorized", "detail": "send a valid key as X-API-Key or Authorization: Bearer"}
-            ).encode()
+            detail = "send a valid key as X-API-Key or Authorization: Bearer"
+            if self.runtime.oauth is not None:
+                detail += ", or an OAuth access token (see WWW-Authenticate's resource_metadata)"
+            body = json.dumps({"error": "unauthorized", "detail": detail}).encode()
+            challenge = www_authenticate(self.runtime.oauth, request_base_url(self.runtime.settings, scope))
             await send(
                 {
                     "type": "http.response.start",
                     "status": 401,
                     "headers": [
                         (b"content-type", b"application/json"),
-                        (b"www-authenticate", b'Bearer realm="analytics-mcp"'),
+                        (b"www-authenticate", challenge.encode("latin-1", "replace")),
                     ],
                 }
             )
             await send({"type": "http.response.body", "body": body})
             return
+        # The MCP SDK binds each stateful session to the user that opened it and answers 404 "Session
+        # not found" to any other: so another key can neither use nor DELETE a session id it learned.
+        scope["user"] = AuthenticatedUser(
+            AccessToken(token=f"key:{identity.key_id}", client_id=identity.key_id, scopes=[identity.role])
+        )
         await self.app(scope, receive, send)
+
+
+def request_base_url(settings: Settings, scope: Scope) -> str:
+    """PUBLIC_BASE_URL, else the scheme and Host of the request (quotes dropped: it goes in a header)."""
+    if settings.public_base_url:
+        return settings.public_base_url
+    url = URL(scope=scope)
+    return f"{url.scheme}://{url.netloc}".replace('"', "")
+
+
+@functools.cache
+def _plotly_min_js() -> bytes:
+    """The plotly.min.js bundled with the installed plotly package (the version the charts are written for)."""
+    return (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
 
 
 def build_http_app(app: App) -> Any:
@@ -69,16 +98,61 @@ def build_http_app(app: App) -> Any:
         components = await runtime.health()
         healthy = all(state == "ok" for state in components.values())
         failing = [name for name, state in components.items() if state != "ok"]
+        # A background writer (audit trail, query log) that cannot write keeps its rows and retries: the
+        # server still serves (200) but says it is degraded until the rows are written.
+        writers = writer_states(runtime)
+        lagging = [name for name, state in writers.items() if state["status"] != "ok"]
+        status = "unavailable" if not healthy else "degraded" if lagging else "ok"
         return JSONResponse(
-            {"status": "ok" if healthy else "unavailable", "components": components, "failing": failing},
+            {"status": status, "components": components, "failing": failing, "writers": writers},
             status_code=200 if healthy else 503,
         )
 
     @app.mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        # Any valid key may scrape (give the scraper its own viewer key): the series count calls per
+        # tool and dependency, never per user. METRICS_PUBLIC=true lifts this for a private network.
+        if (
+            not runtime.settings.metrics_public
+            and await resolve_identity(runtime.keys, runtime.oauth, request.headers) is None
+        ):
+            return JSONResponse(
+                {
+                    "error": "unauthorized",
+                    "detail": "/metrics needs a valid key as X-API-Key or Authorization: Bearer "
+                    "(or METRICS_PUBLIC=true on a private network)",
+                },
+                status_code=401,
+                headers={
+                    "www-authenticate": www_authenticate(
+                        runtime.oauth, request_base_url(runtime.settings, request.scope)
+                    )
+                },
+            )
         for refresh in runtime.extras.get("metrics_refreshers", []):
             await refresh()
         return Response(generate_latest(runtime.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    @app.mcp.custom_route(PLOTLY_JS_PATH, methods=["GET"], include_in_schema=False)
+    async def plotly_js(request: Request) -> Response:
+        # Public (no key): HTML charts load it from here, never from a CDN. The charts ask for it with
+        # ?v=<plotly version>, so a year of caching is safe: a new plotly is a new URL.
+        return Response(
+            _plotly_min_js(),
+            media_type="text/javascript; charset=utf-8",
+            headers={"cache-control": "public, max-age=31536000, immutable"},
+        )
+
+    if runtime.oauth is not None:
+        oauth = runtime.oauth
+
+        @app.mcp.custom_route(METADATA_PATH, methods=["GET"], include_in_schema=False)
+        async def protected_resource(request: Request) -> Response:
+            # Public (RFC 9728): an OAuth client reads it after a 401 to learn which issuer to ask.
+            return JSONResponse(
+                protected_resource_metadata(oauth, request_base_url(runtime.settings, request.scope)),
+                headers={"cache-control": "public, max-age=3600", "access-control-allow-origin": "*"},
+            )
 
     from mcp_server.limits import RequestLimits
 

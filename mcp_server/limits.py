@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics.errors import InvalidInput
-from mcp_server.auth import presented_key
+from mcp_server.oauth import resolve_identity
 from mcp_server.ratelimit import rate_limiter
 from mcp_server.runtime import Runtime
 
@@ -24,12 +24,7 @@ MAX_NESTING = 64  # deeper arguments are refused before anything walks them recu
 
 def argument_problem(arguments: dict[str, Any], max_bytes: int) -> str | None:
     """Why these arguments are refused (too deep, too large), or None when they are acceptable."""
-    estimate = _estimate(arguments, max_bytes)
-    if estimate is _TOO_DEEP:
-        return f"arguments are nested deeper than {MAX_NESTING} levels; flatten them"
-    if estimate is _SMALL:
-        return None  # an upper bound of the encoded size is within the limit: no need to encode
-    if estimate is _UNSURE and _deeper_than(arguments, MAX_NESTING):
+    if _deeper_than(arguments, MAX_NESTING):
         return f"arguments are nested deeper than {MAX_NESTING} levels; flatten them"
     try:
         size = len(json.dumps(arguments, default=str, ensure_ascii=False).encode("utf-8", "replace"))
@@ -41,64 +36,6 @@ def argument_problem(arguments: dict[str, Any], max_bytes: int) -> str | None:
             "pass large data by reference (a session dataset) instead"
         )
     return None
-
-
-# What _estimate found: too deep; certainly within the limit; maybe over it (encode to know); or a
-# value of a type it does not bound (then the general walk and the exact encoding decide).
-_TOO_DEEP, _SMALL, _MAYBE_LARGE, _UNSURE = object(), object(), object(), object()
-# Encoded JSON bytes per character of a string, at most: a control character becomes \u00XX.
-_PER_CHAR = 6
-_FLOAT_CHARS = 24  # '-1.7976931348623157e+308'; 'Infinity', 'NaN', 'false', 'null' are shorter
-
-
-def _estimate(arguments: Any, max_bytes: int) -> object:
-    """One breadth-first pass over JSON-shaped values: the nesting depth and an upper bound of the
-    encoded size (json.dumps, ensure_ascii=False, UTF-8), without encoding anything.
-
-    A call with 1,000 inline rows costs a third of encoding them; only a bound over `max_bytes` needs
-    the exact encoding. Exact types only (dict, list, tuple, str, int, float, bool, None): anything
-    else answers _UNSURE and the caller falls back to the general walk and the exact size.
-    """
-    level: list[Any] = [arguments]
-    depth = 1
-    bound = 0
-    while level:
-        if depth > MAX_NESTING:
-            return _TOO_DEEP
-        deeper: list[Any] = []
-        push = deeper.append
-        for container in level:
-            if depth == MAX_NESTING and len(container):
-                return _TOO_DEEP  # its items sit one level deeper than allowed
-            kind = type(container)
-            if kind is dict:
-                # braces; per item: key quotes, ': ' and ', '; then each key's characters
-                bound += 2 + 6 * len(container)
-                for key in container:
-                    if type(key) is not str:
-                        return _UNSURE
-                    bound += _PER_CHAR * len(key)
-                items = container.values()
-            elif kind is list or kind is tuple:
-                bound += 2 + 2 * len(container)  # brackets and ', ' separators
-                items = container
-            else:
-                return _UNSURE
-            for item in items:
-                kind = type(item)
-                if kind is str:
-                    bound += _PER_CHAR * len(item) + 2
-                elif kind is dict or kind is list or kind is tuple:
-                    push(item)
-                elif kind is int:
-                    bound += item.bit_length() // 3 + 3  # decimal digits and a sign
-                elif kind is float or kind is bool or item is None:
-                    bound += _FLOAT_CHARS
-                else:
-                    return _UNSURE
-        level = deeper
-        depth += 1
-    return _SMALL if bound <= max_bytes else _MAYBE_LARGE
 
 
 def _deeper_than(arguments: Any, limit: int) -> bool:
@@ -145,8 +82,23 @@ class _TooDeep(Exception):
     """The body is JSON nested deeper than the parser's recursion limit."""
 
 
+# Every method the rate limit counts (mcp_server/ratelimit.py): these get the HTTP 429 when over it.
+COUNTED_METHODS = frozenset(
+    {
+        "tools/call",
+        "resources/read",
+        "prompts/get",
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "prompts/list",
+    }
+)
+
+
 def _calls_a_tool(body: bytes) -> bool:
-    if b"tools/call" not in body:
+    """Does the body hold a call the rate limit counts (a tool, resource, prompt or list)?"""
+    if not any(method.encode() in body for method in COUNTED_METHODS):
         return False
     try:
         message = json.loads(body)
@@ -155,13 +107,13 @@ def _calls_a_tool(body: bytes) -> bool:
     except RecursionError:
         raise _TooDeep from None
     messages = message if isinstance(message, list) else [message]
-    return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)
+    return any(isinstance(m, dict) and m.get("method") in COUNTED_METHODS for m in messages)
 
 
 class RequestLimits:
     """ASGI middleware for /mcp: 413 for bodies over MAX_REQUEST_BYTES (counted as they stream, so a
-    lying Content-Length does not help), and 429 with Retry-After for a tool call from a key that is
-    over its rate limit (nothing recorded, nothing run)."""
+    lying Content-Length does not help), and 429 with Retry-After for a counted call (tool, resource,
+    prompt, list) from a key that is over its rate limit (nothing recorded, nothing run)."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime, mcp_path: str = "/mcp") -> None:
         self.app = app
@@ -197,7 +149,7 @@ class RequestLimits:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        identity = self.runtime.keys.resolve(presented_key(headers))
+        identity = await resolve_identity(self.runtime.keys, self.runtime.oauth, headers)
         try:
             calls_a_tool = identity is not None and _calls_a_tool(body)
         except _TooDeep:

@@ -13,10 +13,13 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import traceback
 from types import TracebackType
 from typing import Any
+
+from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "analytics_mcp_request_id", default=None
@@ -37,6 +40,69 @@ _KEY_ASSIGNMENT = re.compile(
 # An absolute path with at least two components (/srv/data/x.csv, C:\data\x.csv); URLs are left alone.
 _POSIX_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"]+/)+[^\s/'\"]*")
 _WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\s\\'\"]+\\)+[^\s\\'\"]*")
+
+
+# Loggers whose lines we write ourselves (names, ids and counts only). Every other logger is a
+# library's (fastmcp, mcp, uvicorn, asyncio, py.warnings ...), whose messages may quote agent input: a
+# tool name, a resource URI, an argument. Theirs are reduced to their first line with values masked.
+OWN_LOGGERS = (
+    "analytics_mcp",
+    "mcp_server",
+    "analytics",
+    "warehouse",
+    "sessions",
+    "resources",
+    "prompts",
+    "importers",
+)
+_QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
+_LIBRARY_MESSAGE_CHARS = 200
+_WITHHELD = "<withheld>"
+
+
+def is_own_logger(name: str) -> bool:
+    return any(name == own or name.startswith(own + ".") for own in OWN_LOGGERS)
+
+
+def library_message(record: logging.LogRecord) -> str:
+    """A library's log message without the values in it: string arguments and quoted text masked,
+    first line only, bounded (`Error reading resource 'x://../..'` -> `Error reading resource '…'`)."""
+    message = str(record.msg)
+    if record.args:
+        args = record.args
+        try:
+            if isinstance(args, dict):
+                message = message % {key: _masked(value) for key, value in args.items()}
+            else:
+                message = message % tuple(_masked(value) for value in args)
+        except (TypeError, ValueError, KeyError):
+            pass  # the template itself, unformatted
+    lines = message.strip().splitlines() or [""]
+    message = _QUOTED.sub("'…'", lines[0])
+    if len(message) > _LIBRARY_MESSAGE_CHARS:
+        message = message[:_LIBRARY_MESSAGE_CHARS] + "…"
+    return message
+
+
+def _masked(value: Any) -> Any:
+    return value if value is None or isinstance(value, (bool, int, float)) else _WITHHELD
+
+
+def _expected(error: BaseException) -> bool:
+    """An error that is an answer to the agent (ours or FastMCP's), not a fault: no stack needed."""
+    from fastmcp.exceptions import FastMCPError, NotFoundError
+    from mcp import MCPError
+
+    from analytics.errors import AnalyticsError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (AnalyticsError, FastMCPError, NotFoundError, MCPError)):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def redact(text: str) -> str:
@@ -77,14 +143,18 @@ class RedactSecrets(logging.Filter):
     """Rewrites each record's message (and string extras) through `redact` before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record still gets logged, without its args
-            message = str(record.msg)
+        own = is_own_logger(record.name)
+        if own:
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed record still gets logged, without its args
+                message = str(record.msg)
+        else:
+            message = library_message(record)
         record.msg, record.args = redact(message), None
         for key, value in list(record.__dict__.items()):
             if key not in _RESERVED and not key.startswith("_") and isinstance(value, str):
-                setattr(record, key, redact(value))
+                setattr(record, key, redact(value) if own else _WITHHELD)
         return True
 
 
@@ -102,11 +172,18 @@ class JsonFormatter(logging.Formatter):
             line["request_id"] = request_id
         if user_id:
             line["user_id"] = user_id
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # tracing is on: the line links to the call's trace
+            line["trace_id"] = format(span.trace_id, "032x")
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 line[key] = value
-        if record.exc_info and record.exc_info[1] is not None:
-            line["exc"] = safe_traceback(record.exc_info)  # type: ignore[arg-type]
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            if is_own_logger(record.name) or not _expected(error):
+                line["exc"] = safe_traceback(record.exc_info)  # type: ignore[arg-type]
+            else:  # a library logging a refusal we (or FastMCP) answered: its type is enough
+                line["exc_type"] = f"{type(error).__module__}.{type(error).__qualname__}"
         return redact(json.dumps(line, default=str))
 
 
@@ -117,7 +194,10 @@ def install_handler(handler: logging.Handler, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # FastMCP installs its own (rich, non-JSON) handler and stops propagation: bring it back to ours.
+    # FastMCP installs its own (rich, non-JSON) handler when it is first imported, and stops
+    # propagation: import it now (the CLI would import it later, after this), then bring it to ours.
+    import fastmcp  # noqa: F401
+
     fastmcp_logger = logging.getLogger("fastmcp")
     fastmcp_logger.handlers[:] = []
     fastmcp_logger.propagate = True
@@ -137,3 +217,19 @@ def install_handler(handler: logging.Handler, level: str = "INFO") -> None:
 
 def configure_logging(level: str = "INFO") -> None:
     install_handler(logging.StreamHandler(sys.stderr), level)
+    # What would otherwise reach stderr as raw multi-line text goes through the JSON handler too.
+    logging.captureWarnings(True)
+    crash = logging.getLogger("analytics_mcp")
+
+    def uncaught(kind: type[BaseException], error: BaseException, stack: TracebackType | None) -> None:
+        crash.critical("uncaught exception", exc_info=(kind, error, stack))
+
+    def uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            crash.critical(
+                "uncaught exception in a thread",
+                exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+            )
+
+    sys.excepthook = uncaught
+    threading.excepthook = uncaught_in_thread

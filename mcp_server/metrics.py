@@ -41,6 +41,6 @@ def cache_events(runtime: Runtime) -> Counter:
     return counter(
         runtime,
         "analytics_mcp_cache_events_total",
-        "Cache lookups by cache and outcome (hit/miss)",
+        "Cache events by cache and outcome (hit/miss; too_large: an answer not stored)",
         ("cache", "outcome"),
     )

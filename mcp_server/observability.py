@@ -1,25 +1,24 @@
 """Operators' view of a running server: per-tool Prometheus metrics, dependency and pool gauges, and the
-p50/p95/p99 latency per tool that summary_snapshot shows agents.
+p50/p95/p99 latency per tool that summary_snapshot shows admins.
 
-Latency percentiles come from a reservoir shared by all instances: each call's duration is pushed
-(in background batches) onto a capped Redis list per tool, so every instance reports the same
-numbers, over the last RESERVOIR_SIZE calls of each tool.
+Latency percentiles are estimated from the tool duration histogram of this instance (as Prometheus'
+histogram_quantile does), so there is one record of latency: the Prometheus registry. They cover every
+caller's calls, so only admins see them: how often and how long others call a tool is their business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import redis.exceptions
+from prometheus_client import Histogram
 
 from mcp_server import metrics
 from mcp_server.audit import component_name
-from mcp_server.batching import BatchWriter
+from mcp_server.auth import current_identity
 from mcp_server.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -27,64 +26,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESERVOIR_SIZE = 1000
-RESERVOIR_TTL_SECONDS = 7 * 24 * 3600
 SESSION_ID_LENGTH = 36
+PERCENTILES = (50, 95, 99)
 
 
-class LatencyReservoir:
-    """The durations of the last RESERVOIR_SIZE calls of each tool, in Redis lists shared by instances."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.writer: BatchWriter[tuple[str, float]] = BatchWriter("latency", self._write, interval=0.5)
-        self.tools: set[str] = set()
-
-    def _key(self, tool: str) -> str:
-        return self.runtime.key("latency", tool)
-
-    def add(self, tool: str, duration_ms: float) -> None:
-        self.tools.add(tool)
-        self.writer.submit((tool, duration_ms))
-
-    async def _write(self, samples: list[tuple[str, float]]) -> None:
-        by_tool: dict[str, list[float]] = defaultdict(list)
-        for tool, duration in samples:
-            by_tool[tool].append(round(duration, 3))
-        async with self.runtime.redis.pipeline(transaction=False) as pipe:
-            for tool, durations in by_tool.items():
-                pipe.lpush(self._key(tool), *durations)
-                pipe.ltrim(self._key(tool), 0, RESERVOIR_SIZE - 1)
-                pipe.expire(self._key(tool), RESERVOIR_TTL_SECONDS)
-            await pipe.execute()
-
-    async def percentiles(self, tools: list[str]) -> dict[str, dict[str, float | int]]:
-        await self.writer.flush()
-        async with self.runtime.redis.pipeline(transaction=False) as pipe:
-            for tool in tools:
-                pipe.lrange(self._key(tool), 0, -1)
-            lists = await pipe.execute()
-        answer: dict[str, dict[str, float | int]] = {}
-        for tool, raw in zip(tools, lists, strict=True):
-            if not raw:
-                continue
-            values = np.array([float(item) for item in raw])
-            p50, p95, p99 = np.percentile(values, [50, 95, 99])
-            answer[tool] = {
-                "samples": len(values),
-                "p50_ms": round(float(p50), 2),
-                "p95_ms": round(float(p95), 2),
-                "p99_ms": round(float(p99), 2),
-            }
-        return answer
+def quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """The q-quantile (0 < q <= 1) of a histogram given as (upper bound, cumulative count) pairs in
+    ascending order, the last bound +Inf: linear within the bucket it falls in, as Prometheus does."""
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound  # above the highest finite bound: that bound is all we know
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound
 
 
-def reservoir(runtime: Runtime) -> LatencyReservoir:
-    found = runtime.extras.get("latency_reservoir")
-    if found is None:
-        found = runtime.extras["latency_reservoir"] = LatencyReservoir(runtime)
-        runtime.on_close.append(found.writer.flush)
-    return found
+def latency_percentiles(durations: Histogram) -> dict[str, dict[str, float | int]]:
+    """p50/p95/p99 in milliseconds of each tool called at least once, from the duration histogram."""
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in durations.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                buckets.setdefault(sample.labels["tool"], []).append((bound, sample.value))
+    answer: dict[str, dict[str, float | int]] = {}
+    for tool, counts in sorted(buckets.items()):
+        counts.sort()
+        if counts[-1][1] == 0:
+            continue
+        answer[tool] = {"samples": int(counts[-1][1])}
+        for percentile in PERCENTILES:
+            answer[tool][f"p{percentile}_ms"] = round(quantile(percentile / 100, counts) * 1000, 2)
+    return answer
 
 
 async def count_sessions(runtime: Runtime) -> int:
@@ -107,7 +83,6 @@ def _pool_waiters(pool: Any) -> int:
 
 def install(app: App) -> None:
     runtime = app.runtime
-    latency = reservoir(runtime)
     calls = metrics.counter(
         runtime, "analytics_mcp_tool_calls_total", "Tool calls by tool and outcome", ("tool", "outcome")
     )
@@ -130,20 +105,16 @@ def install(app: App) -> None:
         if kind == "tool":
             calls.labels(tool=name, outcome="ok")
             durations.labels(tool=name)
-            latency.tools.add(name)
 
     async def observe(info: CallInfo) -> None:
         name = component_name(app, info)
         if info.kind != "tool":
             other_calls.labels(kind=info.kind, name=name, outcome=info.outcome).inc()
             return
-        duration_ms = info.duration_ms
         calls.labels(tool=name, outcome=info.outcome).inc()
         if info.outcome != "ok":
             errors.labels(tool=name, error=info.outcome).inc()
-        durations.labels(tool=name).observe(duration_ms / 1000)
-        if name != "<unknown>":
-            latency.add(name, duration_ms)
+        durations.labels(tool=name).observe(info.duration_ms / 1000)
 
     app.after_call.append(observe)
 
@@ -152,14 +123,12 @@ def install(app: App) -> None:
     runtime.extras["observability_installed"] = True
     _install_runtime_gauges(runtime)
 
-    async def latency_percentiles() -> dict[str, Any]:
-        # Latency is a convenience: with Redis away the data answer still goes out, marked as such.
-        try:
-            return {"latency_ms": await latency.percentiles(sorted(latency.tools))}
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            return {"latency_ms": None, "latency_note": "Redis is not answering; latency unavailable"}
+    async def latency_for_admins() -> dict[str, Any]:
+        if not current_identity().is_admin:
+            return {}
+        return {"latency_ms": latency_percentiles(durations)}
 
-    runtime.extras.setdefault("snapshot_extensions", []).append(latency_percentiles)
+    runtime.extras.setdefault("snapshot_extensions", []).append(latency_for_admins)
 
 
 def _install_runtime_gauges(runtime: Runtime) -> None:
@@ -173,7 +142,7 @@ def _install_runtime_gauges(runtime: Runtime) -> None:
     waiters = metrics.gauge(runtime, "analytics_mcp_db_pool_waiters", "Tasks waiting for a pool connection")
     sessions = metrics.gauge(runtime, "analytics_mcp_active_sessions", "Live sessions in Redis")
     audit_dropped = metrics.gauge(
-        runtime, "analytics_mcp_observer_dropped", "Audit/latency items dropped", ("writer",)
+        runtime, "analytics_mcp_observer_dropped", "Audit items dropped", ("writer",)
     )
 
     async def refresh() -> None:
@@ -197,11 +166,8 @@ def _install_runtime_gauges(runtime: Runtime) -> None:
                 sessions.set(await asyncio.wait_for(count_sessions(runtime), timeout=2.0))
             except Exception as error:  # noqa: BLE001 - keep the last value
                 log.warning("session count failed", extra={"error": type(error).__name__})
-        for name, found in (
-            ("audit", runtime.extras.get("auditor")),
-            ("latency", runtime.extras.get("latency_reservoir")),
-        ):
-            if found is not None:
-                audit_dropped.labels(writer=name).set(found.writer.dropped)
+        found = runtime.extras.get("auditor")
+        if found is not None:
+            audit_dropped.labels(writer="audit").set(found.writer.dropped)
 
     runtime.extras.setdefault("metrics_refreshers", []).append(refresh)

@@ -1,4 +1,4 @@
-"""Tool calls per API key, counted in Redis so every instance shares one sliding window.
+"""MCP calls per API key (tools, resource reads, prompt gets and lists), counted in Redis so every instance shares one sliding window.
 
 Each key has a sorted set of its recent calls (score = Redis server time in ms). A Lua script trims
 calls older than the window, counts, and admits the call only below the limit, atomically; refused
@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from analytics.errors import RateLimited
 from mcp_server import metrics
@@ -20,6 +19,7 @@ from mcp_server.runtime import Runtime
 
 if TYPE_CHECKING:
     from mcp_server.app import App, CallInfo
+    from mcp_server.auth import Identity
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ return {0, tonumber(oldest[2]) + window - now}
 
 
 class RateLimiter:
-    """RATE_LIMIT_PER_MINUTE calls per API key per RATE_LIMIT_WINDOW_SECONDS (default 60)."""
+    """RATE_LIMIT_PER_MINUTE calls (tools, resource reads, prompt gets, lists) per API key per
+    RATE_LIMIT_WINDOW_SECONDS (default 60)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -68,43 +69,17 @@ class RateLimiter:
     def _key(self, key_id: str) -> str:
         return self.runtime.key("ratelimit", key_id)
 
-    async def admit(
-        self, key_id: str, reads: Sequence[str] = (), into: dict[str, bytes | None] | None = None
-    ) -> None:
-        """Record one call for `key_id`, or raise RateLimited (nothing recorded) when over the limit.
-
-        `reads`: keys to GET in the same round trip (a pipeline; the admission is still one atomic
-        script), stored in `into` whatever the admission says. Plain reads: nothing else is done.
-        """
-        arguments = [self.limit, self.window_ms, secrets.token_hex(8)]
+    async def admit(self, key_id: str) -> None:
+        """Record one call for `key_id`, or raise RateLimited (nothing recorded) when over the limit."""
+        arguments: list[int | str] = [self.limit, self.window_ms, secrets.token_hex(8)]
         try:
-            if reads and into is not None:
-                admitted, retry_ms = await self._admit_and_read(key_id, arguments, reads, into)
-            else:
-                admitted, retry_ms = await self._admit(keys=[self._key(key_id)], args=arguments)
+            admitted, retry_ms = await self._admit(keys=[self._key(key_id)], args=arguments)
         except Exception as error:  # noqa: BLE001 - Redis trouble must not stop the analysis tools
             log.warning("rate limit check skipped", extra={"error": type(error).__name__})
             return
         if not int(admitted):
             self.count_refusal()
             raise self.error(int(retry_ms))
-
-    async def _admit_and_read(
-        self, key_id: str, arguments: list[Any], reads: Sequence[str], into: dict[str, bytes | None]
-    ) -> tuple[Any, Any]:
-        # EVALSHA queued by hand: a Script object in a pipeline costs a SCRIPT EXISTS round trip first.
-        async with self.runtime.redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._admit.sha, 1, self._key(key_id), *arguments)
-            for key in reads:
-                pipe.get(key)
-            answers = await pipe.execute(raise_on_error=False)
-        admission = answers[0]
-        if isinstance(admission, Exception):  # the script is not loaded yet (NOSCRIPT): load and run it
-            admission = await self._admit(keys=[self._key(key_id)], args=arguments)
-        for key, value in zip(reads, answers[1:], strict=True):
-            if not isinstance(value, Exception):
-                into[key] = value
-        return admission[0], admission[1]
 
     async def retry_after(self, key_id: str) -> float | None:
         """Seconds until `key_id` may call again if it is over the limit now, else None (records nothing)."""
@@ -118,14 +93,14 @@ class RateLimiter:
     def error(self, retry_ms: int) -> RateLimited:
         seconds = max(1, math.ceil(retry_ms / 1000))
         return RateLimited(
-            f"rate limit reached: {self.limit} tool calls per {self.window_ms // 1000} s for this API key; "
+            f"rate limit reached: {self.limit} calls per {self.window_ms // 1000} s for this API key; "
             f"retry after {seconds} s",
             retry_after=seconds,
         )
 
     def count_refusal(self) -> None:
         metrics.counter(
-            self.runtime, "analytics_mcp_rate_limited_total", "Tool calls refused by the rate limit"
+            self.runtime, "analytics_mcp_rate_limited_total", "MCP calls refused by the rate limit"
         ).inc()
 
 
@@ -137,18 +112,16 @@ def rate_limiter(runtime: Runtime) -> RateLimiter:
 
 
 def install(app: App) -> None:
-    """Every tool call spends one unit of its key's budget before any work; refused calls do none."""
+    """Every MCP method a key calls (tool, resource read, prompt get, list) spends one unit of its key's
+    budget before any work; refused calls do none."""
     limiter = rate_limiter(app.runtime)
 
     async def limit(info: CallInfo) -> None:
-        if info.kind == "tool" and info.identity is not None:
-            reads: list[str] = []
-            keys_for = app.prefetchers.get(info.name)
-            if keys_for is not None:
-                try:
-                    reads = keys_for(info.arguments)
-                except Exception:  # noqa: BLE001 - a guess that fails is no guess
-                    reads = []
-            await limiter.admit(info.identity.key_id, reads, info.prefetched)
+        if info.identity is not None:
+            await limiter.admit(info.identity.key_id)
+
+    async def limit_list(identity: Identity, method: str) -> None:
+        await limiter.admit(identity.key_id)
 
     app.before_call.append(limit)
+    app.before_list.append(limit_list)

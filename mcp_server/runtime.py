@@ -14,9 +14,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from analytics.errors import Unavailable
+from mcp_server import tracing
 from mcp_server.auth import Identity, KeyRegistry
 from mcp_server.config import ApiKeyEntry, ConfigError, Settings, digest_key
 from mcp_server.embedded import EmbeddedServices, local_admin_key, local_session_key
+from mcp_server.oauth import OAuthVerifier
+from warehouse import sqlguard
 from warehouse.db import Database
 from warehouse.generator import generate, make_plan
 
@@ -33,8 +36,11 @@ class Runtime:
     keys: KeyRegistry
     encryption_keys: tuple[str, ...]
     local_identity: Identity | None = None
+    oauth: OAuthVerifier | None = None  # bearer JWTs beside API keys, when OAUTH_ISSUER is set
     local_key: str | None = None
     embedded: EmbeddedServices | None = None
+    cache_redis: aioredis.Redis | None = None  # CACHE_REDIS_URL's; None: answers are cached in `redis`
+    tracer_provider: Any = None  # OpenTelemetry's, when OTEL_EXPORTER_OTLP_ENDPOINT is set
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     extras: dict[str, Any] = field(default_factory=dict)  # per-feature state (stores, caches)
     # Run by close() while PostgreSQL and Redis are still open: background writers (audit, query log,
@@ -75,11 +81,15 @@ class Runtime:
                 await asyncio.wait_for(hook(), timeout=5)
             except Exception as error:  # noqa: BLE001 - shutdown goes on; the hook logged what it lost
                 log.warning("close hook %r failed (%s)", hook, type(error).__name__)
+        if self.tracer_provider is not None:  # after the hooks, whose last writes are traced too
+            await tracing.stop(self.tracer_provider)
         await self.db.close()
-        try:
-            await self.redis.aclose()
-        except Exception:  # noqa: BLE001
-            log.debug("redis client already closed")
+        for client in (self.redis, self.cache_redis):
+            try:
+                if client is not None:
+                    await client.aclose()
+            except Exception:  # noqa: BLE001
+                log.debug("redis client already closed")
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
@@ -134,8 +144,10 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
         db = Database(
             database_url,
             read_url=settings.database_read_url,
+            query_url=settings.database_query_url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
+            share_per_owner=settings.query_max_concurrent_per_key,
         )
         await db.start()
         runtime = Runtime(
@@ -147,13 +159,20 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
             local_identity=local_identity,
             local_key=local_key,
             embedded=embedded,
+            cache_redis=redis_client(settings.cache_redis_url) if settings.cache_redis_url else None,
+            oauth=OAuthVerifier(settings.oauth) if settings.oauth else None,
         )
     except BaseException:
         if embedded is not None:
             embedded.stop()
         raise
     try:
+        runtime.tracer_provider = tracing.start(settings)
         await db.apply_schema()
+        # Which functions agent queries may call: this server's built-ins plus QUERY_ALLOWED_FUNCTIONS.
+        sqlguard.use_function_policy(
+            sqlguard.FunctionPolicy(await db.builtin_functions(), settings.query_allowed_functions)
+        )
         try:
             await asyncio.wait_for(runtime.redis.ping(), timeout=5)
         except Exception as error:

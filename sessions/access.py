@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from analytics.errors import Forbidden, InvalidInput, NotFound
 
@@ -51,6 +55,43 @@ def key_name(raw: Any) -> str:
             "starting with a letter or digit"
         )
     return raw
+
+
+def is_session_id(raw: Any) -> bool:
+    """Has `raw` the form of a session id (any case, surrounding spaces allowed)?"""
+    return isinstance(raw, str) and _SESSION_ID.match(raw.strip().lower()) is not None
+
+
+def _argument(check: Callable[[Any], str]) -> BeforeValidator:
+    """`check` as a pydantic validator: its one-line InvalidInput becomes the validation error's message."""
+
+    def validate(raw: Any) -> str:
+        try:
+            return check(raw)
+        except InvalidInput as error:
+            raise PydanticCustomError("invalid", error.message) from None
+
+    return BeforeValidator(validate)
+
+
+# Tool arguments, one definition each: the JSON schema says what is expected, and a wrong value gets the
+# one-line message of session_id / key_name above (their validators run before pydantic's checks).
+SessionId = Annotated[
+    str,
+    _argument(session_id),
+    Field(
+        description="the session_id that session_create returned (a UUID)",
+        json_schema_extra={"format": "uuid"},
+    ),
+]
+KeyName = Annotated[
+    str,
+    Field(
+        pattern=_KEY_NAME.pattern,
+        description="a name in the session: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+    ),
+    _argument(key_name),
+]
 
 
 def user_id(raw: Any) -> str:

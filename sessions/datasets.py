@@ -75,8 +75,61 @@ def _missing(value: Any) -> bool:
         return False
 
 
+# A numeric whose whole-number part reaches this keeps every digit only as text (ids, exact totals).
+EXACT_WHOLE_LIMIT = decimal.Decimal(10) ** 15
+_FIFTEEN_DIGITS = decimal.Context(prec=15)
+AS_TEXT = "as text: exceeds float precision"  # what a column type says when values come back as text
+
+
+def decimal_number(value: decimal.Decimal) -> int | float | str | None:
+    """A PostgreSQL numeric as JSON: a number whenever a double keeps it, else its exact text.
+
+    Whole numbers (no fraction digits) up to 2^53 are integers. Other values are doubles when the double
+    agrees with them in the first 15 significant digits and they are below 10^15 (digits past the 15th
+    are arithmetic, e.g. avg() gives 20); beyond that a double would change the number: text."""
+    if not value.is_finite():
+        return None
+    if int(value.as_tuple().exponent) >= 0 and abs(value) <= 2**53:
+        return int(value)
+    as_float = float(value)
+    if not math.isfinite(as_float):
+        return str(value)
+    if decimal.Decimal(repr(as_float)) == value:
+        return as_float
+    if abs(value) < EXACT_WHOLE_LIMIT and _FIFTEEN_DIGITS.plus(value) == _FIFTEEN_DIGITS.plus(
+        decimal.Decimal(repr(as_float))
+    ):
+        return as_float
+    return str(value)
+
+
+def iso_time(value: dt.date | dt.time) -> str:
+    """ISO 8601 with fractional seconds only when they are not zero (.5 -> .500, never .000000), and an
+    instant with a time zone always in UTC as +00:00."""
+    if isinstance(value, pd.Timestamp):
+        stamp: Any = value.tz_convert("UTC") if value.tzinfo is not None else value
+        if stamp.nanosecond:
+            return str(stamp.isoformat())
+        value = stamp.to_pydatetime()
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value.isoformat(timespec=_timespec(value.microsecond))
+    if isinstance(value, dt.time):
+        return value.isoformat(timespec=_timespec(value.microsecond))
+    return value.isoformat()
+
+
+def _timespec(microsecond: int) -> str:
+    if microsecond == 0:
+        return "seconds"
+    return "milliseconds" if microsecond % 1000 == 0 else "microseconds"
+
+
 def json_ready(value: Any) -> Any:
-    """A value JSON can hold: numpy scalars unwrapped, NaN and NaT as null, times as ISO 8601 text."""
+    """A value JSON can hold, for every answer and stored value (the one JSON sanitiser): numpy scalars
+    unwrapped, NaN, NA and NaT as null, numerics as numbers unless a double would change them (then exact
+    text), times as ISO 8601 text, timedeltas as seconds, bytes as base64, anything else as its text."""
     if value is None or isinstance(value, (bool, str, int)):
         return value
     if isinstance(value, float):
@@ -87,19 +140,18 @@ def json_ready(value: Any) -> Any:
         return [json_ready(item) for item in value]
     if isinstance(value, np.ndarray):
         return [json_ready(item) for item in value.tolist()]
+    if isinstance(value, np.datetime64):  # .item() of a nanosecond one is an int
+        return None if np.isnat(value) else iso_time(pd.Timestamp(value))
     if isinstance(value, np.generic):
         return json_ready(value.item())
     if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            return None
-        as_float = float(value)
-        return as_float if decimal.Decimal(repr(as_float)) == value else str(value)
+        return decimal_number(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode()
     if _missing(value):
         return None
     if isinstance(value, (dt.datetime, dt.date, dt.time, pd.Timestamp)):
-        return value.isoformat()
+        return iso_time(value)
     if isinstance(value, (dt.timedelta, pd.Timedelta)):
         return value.total_seconds()
     return str(value)

@@ -14,6 +14,7 @@ gets the same expiry at the same moment.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -22,11 +23,11 @@ import re
 import secrets
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import cachetools
 import pandas as pd
 import redis.asyncio as aioredis
 
@@ -42,6 +43,8 @@ MAX_PREVIEW_ROWS = 1_000
 _KEY_FIELD = "k:"
 _META_CACHE_SIZE = 4096
 _THREAD_THRESHOLD = 256 * 1024  # encrypt/encode bigger payloads off the event loop
+INLINE_VALUE_BYTES = 32_000  # JSON size above which session_read gives a value's outline and a link
+MAX_LINKED_BYTES = 900_000  # what one read of session://{id}/{key} may carry (a response stays < 1 MiB)
 
 # Shared by the scripts below: give every key of the session (and its index sets) the session's TTL.
 # KEYS[1] is the hash, KEYS[first_index..] the index sets; ARGV[1] the data key prefix, ARGV[2] now.
@@ -63,17 +66,45 @@ local function refresh(first_index)
 end
 """
 
-# KEYS: hash, data key, index sets. ARGV: data prefix, now, field, entry, value, max session bytes.
+# KEYS: hash, data key, index sets. ARGV: data prefix, now, field, entry, value, max session bytes,
+# max keys. A new key beyond max keys is refused ({-4, keys}); HLEN bounds the key count from above,
+# so the fields are only counted when the session may be full.
 _WRITE = (
     _REFRESH
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return {-3, 0} end
+local max_keys = tonumber(ARGV[7])
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 0 and redis.call('HLEN', KEYS[1]) >= max_keys then
+  local keys = 0
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, 2) == 'k:' then keys = keys + 1 end
+  end
+  if keys >= max_keys then return {-4, keys} end
+end
 local total = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
   - redis.call('STRLEN', KEYS[2]) + string.len(ARGV[5])
 if total > tonumber(ARGV[6]) then return {-2, total} end
 redis.call('SET', KEYS[2], ARGV[5])
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4], 'bytes', total)
+refresh(3)
+return {1, total}
+"""
+)
+
+# KEYS: hash, data key, index sets. ARGV: data prefix, now, field. Returns {code, session bytes}:
+# 1 deleted, 0 no such key, -1 no session, -3 closing.
+_DELETE_KEY = (
+    _REFRESH
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return {-3, 0} end
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 0 then return {0, 0} end
+local total = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0') - redis.call('STRLEN', KEYS[2])
+if total < 0 then total = 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[1], 'bytes', total)
 refresh(3)
 return {1, total}
 """
@@ -229,6 +260,20 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
+def outline(value: Any, depth: int = 0) -> Any:
+    """A large JSON value in brief: numbers, flags and short strings as they are, two levels of objects,
+    and every list or long string replaced by what it is ("list of 729 items")."""
+    if isinstance(value, dict):
+        if depth >= 2:
+            return f"object of {len(value)} keys"
+        return {key: outline(item, depth + 1) for key, item in list(value.items())[:50]}
+    if isinstance(value, list):
+        return f"list of {len(value)} items"
+    if isinstance(value, str) and len(value) > 300:
+        return value[:300] + f"... ({len(value):,} characters)"
+    return value
+
+
 @dataclass(frozen=True)
 class _Meta:
     grants: Grants
@@ -253,6 +298,7 @@ class SessionStore:
         max_value_bytes: int = 16_000_000,
         max_session_bytes: int = 64_000_000,
         max_ttl_seconds: int = 30 * 24 * 3600,
+        max_session_keys: int = 1_000,
     ) -> None:
         self.redis = redis
         self.prefix = key_prefix
@@ -261,8 +307,10 @@ class SessionStore:
         self.max_value_bytes = max_value_bytes
         self.max_session_bytes = max_session_bytes
         self.max_ttl_seconds = max_ttl_seconds
-        self._meta_cache: OrderedDict[str, _Meta] = OrderedDict()
+        self.max_session_keys = max_session_keys
+        self._meta_cache: cachetools.LRUCache[str, _Meta] = cachetools.LRUCache(_META_CACHE_SIZE)
         self._write = redis.register_script(_WRITE)
+        self._delete_key = redis.register_script(_DELETE_KEY)
         self._read = redis.register_script(_READ)
         self._touch = redis.register_script(_TOUCH)
         self._put = redis.register_script(_PUT)
@@ -306,17 +354,12 @@ class SessionStore:
         session id; the scripts that follow still check the session exists, so a cached entry
         never revives a closed or expired session.
         """
-        meta = self._meta_cache.get(session)
+        meta: _Meta | None = self._meta_cache.get(session)
         if meta is None:
             blob = await self.redis.hget(self._hash(session), "meta")
             if blob is None:
                 raise access.not_found(session)
-            meta = self._decode_meta(blob)
-            self._meta_cache[session] = meta
-            if len(self._meta_cache) > _META_CACHE_SIZE:
-                self._meta_cache.popitem(last=False)
-        else:
-            self._meta_cache.move_to_end(session)
+            meta = self._meta_cache[session] = self._decode_meta(blob)
         meta.grants.require_read(caller, session)
         return meta
 
@@ -426,6 +469,7 @@ class SessionStore:
                 self.cipher.encrypt_json(entry),
                 value_blob,
                 self.max_session_bytes,
+                self.max_session_keys,
             ],
         )
         if code == -1:
@@ -437,7 +481,33 @@ class SessionStore:
                 f"session '{session}' would hold {int(total):,} bytes, above its limit of "
                 f"{self.max_session_bytes:,} (SESSION_MAX_BYTES); overwrite keys or open another session"
             )
+        if code == -4:
+            raise InvalidInput(
+                f"session '{session}' has {int(total):,} keys (SESSION_MAX_KEYS); delete some with "
+                "session_delete_key, overwrite an existing key or use a new session"
+            )
         return int(total)
+
+    async def delete_key(self, caller: Caller, session_id: str, key: str) -> dict[str, Any]:
+        """Remove one key (and its value) from a session; the caller needs write access."""
+        session = access.session_id(session_id)
+        key = access.key_name(key)
+        meta = await self._meta(caller, session)
+        meta.grants.require_write(caller, session)
+        token = meta.token(key)
+        code, total = await self._delete_key(
+            keys=[self._hash(session), self._data_prefix(session) + token, *self._indexes(meta.grants)],
+            args=[self._data_prefix(session), repr(time.time()), _KEY_FIELD + token],
+        )
+        if code == -1:
+            raise access.not_found(session)
+        if code == -3:
+            raise InvalidInput(f"session '{session}' is being closed; open a new session to keep working")
+        if code == 0:
+            names = [item["name"] for item in await self._entries(session)]
+            listed = ", ".join(names[:20]) + (f" (+{len(names) - 20} more)" if len(names) > 20 else "")
+            raise NotFound(f"key '{key}' not in session '{session}'; keys: {listed or 'none'}")
+        return {"session_id": session, "key": key, "status": "deleted", "session_bytes": int(total)}
 
     async def _encrypt_value(self, value: Any) -> bytes:
         try:
@@ -477,6 +547,15 @@ class SessionStore:
             "session_bytes": total,
             "status": "stored",
         }
+
+    async def save_chart(
+        self, caller: Caller, session_id: str, key: str, metadata: dict[str, Any], content: bytes
+    ) -> dict[str, Any]:
+        """Store a chart file and what it shows; session_read answers the metadata and a link
+        (session://{id}/{key}), and the link reads the file itself."""
+        value = {**metadata, "content_base64": base64.b64encode(content).decode("ascii")}
+        saved = await self.save_value(caller, session_id, key, value, kind="chart")
+        return {**saved, "uri": f"session://{saved['session_id']}/{saved['key']}"}
 
     async def save_dataset(
         self, caller: Caller, session_id: str, name: str, frame: pd.DataFrame, source: dict[str, Any]
@@ -537,13 +616,32 @@ class SessionStore:
                 if len(blob) > _THREAD_THRESHOLD
                 else (self.cipher.decrypt_json(blob))
             )
-            return {
+            answer = {
                 "session_id": session,
                 "key": key,
                 "kind": kind,
                 "value": value,
                 "updated_at": entry["updated_at"],
             }
+            # A chart's file, and any large value, is read by reference: metadata here, bytes at the link.
+            if kind == "chart" and isinstance(value, dict):
+                file = value.pop("content_base64", None) or value.pop("image", None)
+                answer["link"] = {
+                    "uri": f"session://{session}/{key}",
+                    "mime_type": value.get("mime_type"),
+                    "size_bytes": len(file) * 3 // 4 if isinstance(file, str) else None,
+                }
+            elif (size := len(blob)) > INLINE_VALUE_BYTES // 4 and (
+                size := len(json.dumps(value, separators=(",", ":")))
+            ) > INLINE_VALUE_BYTES:
+                answer["value"] = outline(value)
+                answer["link"] = {
+                    "uri": f"session://{session}/{key}",
+                    "mime_type": "application/json",
+                    "size_bytes": size,
+                }
+                answer["note"] = "a large value: 'value' is its outline; read the link for all of it"
+            return answer
         frame = await self._frame(blob)
         rows = len(frame)
         value = {
@@ -564,6 +662,31 @@ class SessionStore:
             "value": value,
             "updated_at": entry["updated_at"],
         }
+
+    async def read_linked(self, caller: Caller, session_id: str, key: str) -> tuple[str, bytes | str]:
+        """What session://{id}/{key} serves: (MIME type, content). A chart is its file; a dataset its
+        description and first rows; any other value its JSON, if one response can carry it."""
+        session = access.session_id(session_id)
+        key = access.key_name(key)
+        entry, blob = await self._fetch(caller, session, key)
+        if entry is None or blob is None or entry.get("kind") == "dataset":
+            read = await self.read(caller, session, key)  # a missing key: NotFound naming the keys there
+            return "application/json", json.dumps(read["value"], default=str)
+        value = (
+            await asyncio.to_thread(self.cipher.decrypt_json, blob)
+            if len(blob) > _THREAD_THRESHOLD
+            else self.cipher.decrypt_json(blob)
+        )
+        if entry.get("kind") == "chart" and isinstance(value, dict):
+            encoded = value.get("content_base64") or value.get("image") or ""
+            return str(value.get("mime_type") or "application/octet-stream"), base64.b64decode(encoded)
+        text = json.dumps(value)
+        if len(text) > MAX_LINKED_BYTES:
+            raise InvalidInput(
+                f"key '{key}' holds {len(text):,} bytes of JSON, more than one response can carry "
+                f"({MAX_LINKED_BYTES:,}); session_read shows its outline: save smaller parts under their own keys"
+            )
+        return "application/json", text
 
     async def _frame(self, blob: bytes) -> pd.DataFrame:
         if len(blob) > _THREAD_THRESHOLD:

@@ -23,6 +23,8 @@ from fastmcp import Client
 from mcp_server.app import App, build_app
 from mcp_server.config import Settings, digest_key
 from mcp_server.runtime import Runtime, start_runtime
+from warehouse import sql, sqlguard
+from warehouse.db import query_role_name
 from warehouse.generator import generate, make_plan
 
 SEED_CUSTOMERS = 2_000
@@ -67,6 +69,18 @@ def pg_admin_url(embedded_home: Path) -> Any:
     services.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+async def function_policy(pg_admin_url: str) -> None:
+    """The SQL guard's function policy as a server on this PostgreSQL has it (the built-ins read from
+    the catalog), so the guard's own tests need no runtime; every runtime started installs it again."""
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        rows = await conn.fetch(sql.load("builtin_functions"))
+    finally:
+        await conn.close()
+    sqlguard.use_function_policy(sqlguard.FunctionPolicy(frozenset(row["name"] for row in rows)))
+
+
 @pytest.fixture(scope="session")
 def redis_url(embedded_home: Path) -> Any:
     url = os.environ.get("TEST_REDIS_URL")
@@ -93,7 +107,8 @@ def _with_database(url: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 async def create_database(pg_admin_url: str) -> AsyncIterator[Callable[[], Any]]:
-    """Makes empty databases for this run; drops them all at the end."""
+    """Makes empty databases for this run; drops them all at the end, and the query roles the server
+    made for them (one per database, warehouse/db.py query_role_name: roles outlive their database)."""
     made: list[str] = []
 
     async def create() -> str:
@@ -111,6 +126,7 @@ async def create_database(pg_admin_url: str) -> AsyncIterator[Callable[[], Any]]
     try:
         for name in made:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'DROP ROLE IF EXISTS "{query_role_name(name)}"')
     finally:
         await conn.close()
 

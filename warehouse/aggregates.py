@@ -25,6 +25,7 @@ from analytics.describe import describe_outcome
 from analytics.drivers import churn_drivers_of_table
 from analytics.errors import InvalidInput, Timeout
 from analytics.forecast import forecast_from_buckets
+from analytics.frames import dates_asked
 from analytics.network import network_quality_from_histogram
 from analytics.parameters import (
     DRIVERS,
@@ -103,24 +104,11 @@ def _day_bounds(start: dt.date | None, end: dt.date | None) -> tuple[dt.datetime
     return start_at, end_before
 
 
-# JIT compilation of these scans costs more than it saves (up to a second at 100,000 customers), hash
-# aggregates over customers fit in memory with a little more room, and custom plans see the actual date
-# bounds (a generic plan would guess the rows a range keeps). Set in one round trip for the session: the
-# pool's reset on release (RESET ALL) restores the defaults before anyone else uses the connection.
-ANALYSIS_SETTINGS = "SET jit = off; SET work_mem = '64MB'; SET plan_cache_mode = force_custom_plan"
-
-
-async def fetch(db: Database, text: str, *args: Any, tuned: bool = True) -> list[asyncpg.Record]:
-    """Run one analysis statement on the read pool, cancelled server-side past the time limit.
-
-    `tuned=False` skips ANALYSIS_SETTINGS (a round trip) for statements that only read the customers table.
-    """
-    # Released in the background: the reset (RESET ALL) that undoes ANALYSIS_SETTINGS is a round trip the
-    # answer need not wait for.
-    async with db.connection(read=True, release_later=True) as conn:
+async def fetch(db: Database, text: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one analysis statement on the read pool (its connections carry db.ANALYSIS_SETTINGS),
+    cancelled server-side past the time limit."""
+    async with db.connection(read=True) as conn:
         try:
-            if tuned:
-                await conn.execute(ANALYSIS_SETTINGS)
             rows: list[asyncpg.Record] = await conn.fetch(text, *args, timeout=STATEMENT_TIMEOUT_SECONDS)
             return rows
         except (TimeoutError, asyncpg.QueryCanceledError):
@@ -128,48 +116,6 @@ async def fetch(db: Database, text: str, *args: Any, tuned: bool = True) -> list
                 f"the analysis query ran longer than {STATEMENT_TIMEOUT_SECONDS:g} s; narrow it with a "
                 "date range or analyse a saved session dataset"
             ) from None
-
-
-# A scan of a table bigger than SPLIT_MIN_PAGES runs as SCAN_PARTS block ranges (ctid ranges: TID Range
-# Scans) on their own pooled connections at once, so PostgreSQL spends more than one core on it without
-# starting parallel workers (which a query this short does not repay), and the parts' small answers are
-# merged here. A split statement reports, from its own snapshot, the data version and the table's size
-# in pages: parts that saw different versions (a load committed between them) are thrown away and the
-# statement runs again in one piece; the size sets where the next call splits (a stale size only makes
-# the parts uneven: the first range starts at the first block and the last has no end).
-SCAN_PARTS = 2
-SPLIT_MIN_PAGES = 256
-_FIRST_TID = (0, 0)
-_PAST_LAST_TID = (0xFFFFFFFF, 0)  # block numbers are unsigned 32-bit; no tuple lives at or past this
-
-
-async def fetch_in_parts(
-    db: Database, text: str, table: str, *args: Any, tuned: bool = True
-) -> list[asyncpg.Record]:
-    """Run a statement split by blocks (see SCAN_PARTS) and return the payload rows of all its parts.
-
-    `text` takes `args`, then the lower (inclusive) and upper (exclusive) ctid bounds; the last two columns
-    of each row it returns are `data_version` and `table_pages`, and a range that holds nothing returns
-    one row whose other columns are NULL."""
-    pages = db.table_pages.get(table, 0)
-    if pages >= SPLIT_MIN_PAGES and SCAN_PARTS > 1:
-        bounds = [_FIRST_TID, *((pages * i // SCAN_PARTS, 0) for i in range(1, SCAN_PARTS)), _PAST_LAST_TID]
-        parts = await asyncio.gather(
-            *(
-                fetch(db, text, *args, low, high, tuned=tuned)
-                for low, high in zip(bounds, bounds[1:], strict=False)
-            )
-        )
-        if len({part[0]["data_version"] for part in parts}) == 1:
-            return _payload(db, table, [row for part in parts for row in part])
-    return _payload(db, table, await fetch(db, text, *args, _FIRST_TID, _PAST_LAST_TID, tuned=tuned))
-
-
-def _payload(db: Database, table: str, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
-    if rows:
-        db.table_pages[table] = int(rows[0]["table_pages"])
-    # A range that holds nothing gives one row whose payload is all NULL (a real group has a count).
-    return [row for row in rows if any(value is not None for value in list(row.values())[:-2])]
 
 
 async def as_of(db: Database, given: dt.datetime | None) -> dt.datetime | None:
@@ -180,15 +126,43 @@ async def as_of(db: Database, given: dt.datetime | None) -> dt.datetime | None:
     return value if isinstance(value, dt.datetime) else None
 
 
+# What each dated table holds, as an answer names it; the dates filter revenue.transaction_date,
+# network_events.event_timestamp and customers.created_at.
+_DATED = {"revenue": "revenue", "events": "network events", "customers": "customers signed up"}
+_TABLE_OF = {  # statement -> the dated table its dates filter
+    "analysis_trend_revenue": "revenue",
+    "analysis_trend_events": "events",
+    "analysis_segment_revenue": "revenue",
+    "analysis_segment_events": "events",
+    "analysis_segment_customers": "customers",
+}
+
+
+async def require_rows_in_dates(db: Database, parameters: Any, table: str, found: bool) -> None:
+    """When start_date/end_date left no rows: an InvalidInput naming the days the data covers."""
+    start, end = parameters.start_date, parameters.end_date
+    if found or not (start or end):
+        return
+    (spans,) = await fetch(db, sql.load("analysis_date_spans"))
+    first, last = spans[f"{table}_first"], spans[f"{table}_last"]
+    asked = dates_asked(start, end)
+    if first is None:
+        raise InvalidInput(f"no {_DATED[table]} {asked}: there is no {_DATED[table]} data at all")
+    raise InvalidInput(
+        f"no {_DATED[table]} {asked}; the data covers {first} to {last}: pick dates in that range "
+        "or drop start_date/end_date"
+    )
+
+
 async def churn_rate(db: Database, parameters: ChurnRateParameters) -> Outcome:
     segment, _ = segment_sql(parameters.group_by, choices(ChurnRateParameters, "group_by"))
     reference = await as_of(db, parameters.as_of) if parameters.group_by == "tenure_band" else None
     by_segment = statement("analysis_churn_segments", segment=segment)
     statements = [by_segment]
-    jobs = [fetch_in_parts(db, by_segment, "customers", reference, tuned=False)]
+    jobs = [fetch(db, by_segment, reference)]
     if parameters.monthly:
         statements.append(sql.load("analysis_churn_monthly"))
-        jobs.append(fetch(db, statements[-1], tuned=False))
+        jobs.append(fetch(db, statements[-1]))
     answers = await asyncio.gather(*jobs)
     rows = answers[0]
     monthly = None
@@ -223,6 +197,7 @@ async def arpu(db: Database, parameters: ArpuParameters) -> Outcome:
         fetch(db, statements["month"], *bounds),
         fetch(db, statements["service_type"], *bounds),
     )
+    await require_rows_in_dates(db, parameters, "revenue", any(answers))
     groups = pd.DataFrame(
         [
             (level, row["key"], row["customers"], float(row["revenue"]), row["variance"])
@@ -243,6 +218,7 @@ async def network_quality(db: Database, parameters: NetworkQualityParameters) ->
     segment, needs_customers = segment_sql(parameters.group_by, allowed)
     text = statement("analysis_network", segment=segment, join=CUSTOMERS_JOIN if needs_customers else "")
     rows = await fetch(db, text, None, *_day_bounds(parameters.start_date, parameters.end_date))
+    await require_rows_in_dates(db, parameters, "events", bool(rows))
     histogram = pd.DataFrame(
         [(row["segment"], row["score"], row["events"]) for row in rows],
         columns=["segment", "score", "events"],
@@ -299,6 +275,7 @@ async def trend(db: Database, parameters: TrendParameters) -> Outcome:
         rows = await fetch(
             db, text, parameters.grain, *_day_bounds(parameters.start_date, parameters.end_date)
         )
+        await require_rows_in_dates(db, parameters, _TABLE_OF[name], bool(rows))
     totals = _frame(rows, columns)
     outcome = await asyncio.to_thread(trend_from_buckets, totals, parameters)
     outcome.sql = [text]
@@ -309,6 +286,7 @@ async def anomalies(db: Database, parameters: AnomaliesParameters) -> Outcome:
     """Per-hour or per-day totals in PostgreSQL; the rolling robust z-scores on those rows."""
     text = sql.load("analysis_trend_events")
     rows = await fetch(db, text, parameters.grain, *_day_bounds(parameters.start_date, parameters.end_date))
+    await require_rows_in_dates(db, parameters, "events", bool(rows))
     totals = _frame(rows, _TREND_SOURCES["quality"][1])
     outcome = await asyncio.to_thread(anomalies_from_buckets, totals, parameters)
     outcome.sql = [text]
@@ -324,6 +302,7 @@ async def forecast(db: Database, parameters: ForecastParameters) -> Outcome:
     else:
         bounds = _day_bounds(parameters.start_date, parameters.end_date)
         rows = await fetch(db, text, parameters.grain, *bounds)
+        await require_rows_in_dates(db, parameters, _TABLE_OF[name], bool(rows))
     outcome = await asyncio.to_thread(forecast_from_buckets, _frame(rows, columns), parameters)
     outcome.sql = [text]
     return outcome
@@ -347,6 +326,8 @@ async def segment_compare(db: Database, parameters: SegmentCompareParameters) ->
     reference = await as_of(db, parameters.as_of) if needs_as_of else None
     text = statement(_COMPARE_SOURCES[parameters.metric], segment=segment)
     rows = await fetch(db, text, reference, *_day_bounds(parameters.start_date, parameters.end_date))
+    found = any(row[parameters.metric] is not None for row in rows)
+    await require_rows_in_dates(db, parameters, _TABLE_OF[_COMPARE_SOURCES[parameters.metric]], found)
     segments = pd.Series([row["segment"] for row in rows], dtype=object)
     values = pd.Series([row[parameters.metric] for row in rows], dtype=float)
     outcome = await asyncio.to_thread(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,18 +13,27 @@ from typing import Any
 
 import asyncpg
 
-from analytics.errors import Unavailable
+from analytics.errors import Forbidden, Unavailable
 from warehouse import copy, sql
 from warehouse.generator import Dataset
+from warehouse.shares import Shares, current_owner
 
 log = logging.getLogger(__name__)
 
 ANALYTICS_TABLES = ("customers", "network_events", "revenue")
-QUERY_ROLE = "analytics_mcp_reader"
+# Agent queries log in as QUERY_ROLE_PREFIX + a digest of the database's name (query_role_name).
+QUERY_ROLE_PREFIX = "analytics_mcp_query_"
 # Serialises schema set-up between instances starting together (any constant is fine).
 _SCHEMA_LOCK = 7_310_421_001
 
 Progress = Callable[[str, int, int], None]
+
+
+def query_role_name(database: str) -> str:
+    """The role the server creates for agent queries on `database`: one per database, since roles are
+    cluster-wide and databases sharing a cluster must not share (or reset) one password. 32 bytes."""
+    return QUERY_ROLE_PREFIX + hashlib.sha256(database.encode()).hexdigest()[:12]
+
 
 # Failures that mean "PostgreSQL is not reachable right now", as opposed to a bad statement.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -44,6 +54,11 @@ LOST_CONNECTION: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.ConnectionDoesNotExistError,
 )
+# Session settings of every connection of the main and read pools, where analyses run: JIT compilation
+# of their scans costs more than it saves (up to a second at 100,000 customers), hash aggregates over
+# customers fit in memory with a little more room, and custom plans see the actual date bounds (a
+# generic plan would guess the rows a range keeps). Sent at login, so RESET ALL on release keeps them.
+ANALYSIS_SETTINGS = {"jit": "off", "work_mem": "64MB", "plan_cache_mode": "force_custom_plan"}
 # The server's own named queries (snapshot, data version) are short; past this, PostgreSQL is
 # taken to be unreachable rather than busy, so a hung server gives an error instead of a hang.
 NAMED_QUERY_TIMEOUT = 60.0
@@ -62,34 +77,38 @@ class LoadReport:
 
 
 class Database:
-    """asyncpg pools for one PostgreSQL database (and an optional read replica)."""
+    """asyncpg pools for one PostgreSQL database (and an optional read replica), and the pool agent
+    queries run on, which logs in as the query role (`query_url`: an operator's read-only account)."""
 
     def __init__(
         self,
         url: str,
         *,
         read_url: str | None = None,
+        query_url: str | None = None,
         min_size: int = 5,
         max_size: int = 20,
         connect_timeout: float = 5.0,
+        share_per_owner: int = 4,
     ) -> None:
         self.url = url
         self.read_url = read_url
+        self.query_url = query_url
+        self.query_role: str | None = None  # who agent queries log in as, once apply_schema has run
         self.min_size = min_size
         self.max_size = max_size
         self.connect_timeout = connect_timeout
-        self._releases: set[asyncio.Task[None]] = set()  # connections being reset in the background
-        # Each analytics table's size in pages as an analysis last saw it: where a scan is split
-        # (warehouse/aggregates.py, fetch_in_parts). A hint only: a stale size never changes a result.
-        self.table_pages: dict[str, int] = {}
+        # One caller's read connections at once (QUERY_MAX_CONCURRENT_PER_KEY), never over half the pool.
+        self.shares = Shares(max(1, min(share_per_owner, max_size // 2)))
         self._pool: asyncpg.Pool | None = None
         self._read_pool: asyncpg.Pool | None = None
+        self._query_pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
         try:
-            self._pool = await self._create_pool(self.url)
+            self._pool = await self._create_pool(self.url, server_settings=ANALYSIS_SETTINGS)
             if self.read_url:
-                self._read_pool = await self._create_pool(self.read_url)
+                self._read_pool = await self._create_pool(self.read_url, server_settings=ANALYSIS_SETTINGS)
         except (TimeoutError, OSError, asyncpg.PostgresError) as error:
             await self.close()
             raise Unavailable(
@@ -97,10 +116,10 @@ class Database:
                 "and that the server is running"
             ) from error
 
-    async def _create_pool(self, url: str) -> asyncpg.Pool:
+    async def _create_pool(self, url: str, **options: Any) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
             url,
-            connection_class=PooledConnection,
+            **options,
             min_size=min(self.min_size, self.max_size),
             max_size=self.max_size,
             timeout=self.connect_timeout,
@@ -111,15 +130,13 @@ class Database:
         return pool
 
     async def close(self) -> None:
-        if self._releases:  # connections still being reset on their way back to the pool
-            await asyncio.wait(self._releases, timeout=5)
-        for pool in (self._read_pool, self._pool):
+        for pool in (self._query_pool, self._read_pool, self._pool):
             if pool is not None:
                 try:
                     await asyncio.wait_for(pool.close(), timeout=5)
                 except (TimeoutError, OSError):
                     pool.terminate()
-        self._pool = self._read_pool = None
+        self._pool = self._read_pool = self._query_pool = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -132,6 +149,13 @@ class Database:
         """Queries and analyses read here: the replica when DATABASE_READ_URL is set."""
         return self._read_pool or self.pool
 
+    @property
+    def query_pool(self) -> asyncpg.Pool:
+        """Agent queries (warehouse/query.py run_select) run here, logged in as the query role."""
+        if self._query_pool is None:
+            raise Unavailable("the query pool is not started; retry shortly")
+        return self._query_pool
+
     def pool_stats(self) -> dict[str, int]:
         if self._pool is None:
             return {"size": 0, "idle": 0, "max": self.max_size}
@@ -143,24 +167,31 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, *, read: bool = False, timeout: float = 10.0, label: bool = True, release_later: bool = False
+        self,
+        *,
+        read: bool = False,
+        query: bool = False,
+        timeout: float = 10.0,
     ) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection. `label=False` tells the correlation layer (mcp_server/correlation.py)
-        not to spend a round trip naming it after the call: for one short internal read, or when the
-        caller sets the label itself in a batch it sends anyway (run_select's BEGIN).
+        """A pooled connection. `query=True`: a connection of the query pool (logged in as the query
+        role), for agent SQL and nothing else.
 
-        `release_later=True` returns it to the pool (which resets it: a round trip) in the background,
-        once the caller has what it needs; `close` waits for those releases."""
-        pool = self.read_pool if read else self.pool
+        A read on behalf of a caller (the owner bound by the MCP edge) counts against that caller's
+        share (warehouse/shares.py) until the connection is back in the pool."""
+        pool = self.query_pool if query else self.read_pool if read else self.pool
+        give_back = await self.shares.take(current_owner() if read else None)
         try:
             # The timeout covers opening a new connection too, so a dead server fails fast.
             conn = await pool.acquire(timeout=timeout)
-        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as error:
-            # A PostgresError here is the server refusing a new connection (too many clients, database
-            # not accepting connections, starting up): unavailable for now, not a bad statement.
-            raise Unavailable(
-                f"PostgreSQL is not reachable right now ({type(error).__name__}); retry shortly"
-            ) from error
+        except BaseException as error:
+            give_back()
+            if isinstance(error, (*CONNECTION_ERRORS, asyncpg.PostgresError)):
+                # A PostgresError here is the server refusing a new connection (too many clients, database
+                # not accepting connections, starting up): unavailable for now, not a bad statement.
+                raise Unavailable(
+                    f"PostgreSQL is not reachable right now ({type(error).__name__}); retry shortly"
+                ) from error
+            raise
         try:
             yield conn
         except LOST_CONNECTION as error:
@@ -168,19 +199,72 @@ class Database:
                 f"the connection to PostgreSQL was lost ({type(error).__name__}); retry shortly"
             ) from error
         finally:
-            if release_later:
-                task = asyncio.create_task(_release(pool, conn, timeout))
-                self._releases.add(task)
-                task.add_done_callback(self._releases.discard)
-            else:
+            try:
                 await _release(pool, conn, timeout)
+            finally:
+                give_back()
 
     async def apply_schema(self) -> None:
-        """Create tables, indexes, mcp_internal and the query role; safe to run on every start."""
+        """Create tables, indexes, mcp_internal and the query role with its grants, then open the query
+        pool that logs in as it; safe to run on every start.
+
+        The role is the server's own (query_role.sql: LOGIN and nothing else, a generated password kept
+        in mcp_internal) unless DATABASE_QUERY_URL names an account the operator made; either way the
+        pool refuses to start when its login could reach beyond reading (_check_query_login)."""
+        if self.query_url is not None and self._query_pool is None:
+            self._query_pool = await self._open_query_pool(self.query_url, "DATABASE_QUERY_URL")
+        password = None
         async with self.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
             await conn.execute(sql.load("schema"))
-            await conn.execute(sql.load("query_role"))
+            if self.query_url is None:
+                role = query_role_name(await conn.fetchval("SELECT current_database()"))
+                await conn.execute("SELECT set_config('analytics_mcp.query_role', $1, true)", role)
+                try:
+                    await conn.execute(sql.load("query_role"))
+                except asyncpg.InsufficientPrivilegeError:
+                    raise Forbidden(
+                        "DATABASE_URL's user may not create the role agent queries log in as; give it "
+                        "CREATEROLE, or set DATABASE_QUERY_URL to a read-only account made for them"
+                    ) from None
+                password = await conn.fetchval(
+                    "SELECT password FROM mcp_internal.query_login WHERE role_name = $1", role
+                )
+            else:
+                assert self.query_role is not None  # _open_query_pool learnt it above
+                role = self.query_role
+                await conn.execute("SELECT set_config('analytics_mcp.query_role', $1, true)", role)
+            await conn.execute(sql.load("query_grants"))
+        if self._query_pool is None:
+            # The same server (the replica when DATABASE_READ_URL is set), as the query role.
+            self._query_pool = await self._open_query_pool(
+                self.read_url or self.url, "the query role", user=role, password=password
+            )
+
+    async def _open_query_pool(self, url: str, source: str, **login: Any) -> asyncpg.Pool:
+        """A pool whose connections start read-only, after checking who it logs in as."""
+        try:
+            pool = await self._create_pool(
+                url, server_settings={"default_transaction_read_only": "on"}, **login
+            )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+            name = login.get("user") or "DATABASE_QUERY_URL's user"
+            raise Unavailable(
+                f"{source} cannot log in to PostgreSQL as {name} ({type(error).__name__}); allow it in "
+                "pg_hba.conf (password login), or set DATABASE_QUERY_URL to a read-only account that can"
+            ) from error
+        try:
+            self.query_role = await _check_query_login(pool, source)
+        except BaseException:
+            pool.terminate()
+            raise
+        return pool
+
+    async def builtin_functions(self) -> frozenset[str]:
+        """Names of the functions PostgreSQL itself ships (pg_catalog, OIDs below 16384): what the SQL
+        guard lets agent queries call (warehouse/sqlguard.py FunctionPolicy). Read once at start-up."""
+        rows = await self.fetch_named("builtin_functions", read=False)
+        return frozenset(row["name"] for row in rows)
 
     async def ping(self, timeout: float = 2.0, *, read: bool = False) -> None:
         async with self.connection(read=read, timeout=timeout) as conn:
@@ -198,17 +282,12 @@ class Database:
         """Bumped by every data load; caches key on it so regenerated data is never served stale.
 
         Read from PostgreSQL on every call (the row is the truth, whoever bumps it), in one round trip:
-        on `conn` when the caller holds one already, else on an unlabelled pooled connection; the
+        on `conn` when the caller holds one already, else on a pooled connection; the
         statement is prepared once per connection."""
         if conn is not None:
             return await _read_version(conn)
-        async with self.connection(read=True, label=False) as pooled:
-            version = await _read_version(pooled)
-            # One SELECT on a connection reset when it was last released: no state to reset again.
-            untouched = getattr(pooled, "untouched", None)  # a PooledConnection, through the pool's proxy
-            if untouched is not None:
-                untouched()
-            return version
+        async with self.connection(read=True) as pooled:
+            return await _read_version(pooled)
 
     async def replace_data(self, data: Dataset, progress: Progress | None = None) -> LoadReport:
         """Swap the analytics tables' contents for `data` in one transaction (old data kept on failure)."""
@@ -277,31 +356,28 @@ async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection, timeout: float)
         log.debug("connection release failed", exc_info=True)
 
 
+async def _check_query_login(pool: asyncpg.Pool, source: str) -> str:
+    """The role the query pool logs in as; Forbidden when it is anything but a plain reader."""
+    row = await _bounded(pool.fetchrow(sql.load("query_role_check"), timeout=NAMED_QUERY_TIMEOUT))
+    role, predefined = str(row["role_name"]), list(row["predefined_roles"])
+    if row["privileged"] or predefined:
+        what = (
+            "a superuser, replication or BYPASSRLS role"
+            if row["privileged"]
+            else "a member of " + ", ".join(predefined)
+        )
+        raise Forbidden(
+            f"{source} logs in as {role}, {what}; agent queries need a login that can only read: "
+            "use a plain role with SELECT on the analytics tables"
+        )
+    return role
+
+
 async def _read_version(conn: asyncpg.Connection) -> int:
     value = await _bounded(
         conn.fetchval("SELECT version FROM mcp_internal.data_version", timeout=NAMED_QUERY_TIMEOUT)
     )
     return int(value or 0)
-
-
-class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
-    """A pool connection that may skip the server-side reset (RESET ALL, CLOSE ALL, UNLISTEN *, advisory
-    unlock: one round trip) on its way back to the pool when its holder vouches that it ran nothing but
-    plain reads since it was last reset (`untouched`). Everyone else's connection is reset as always."""
-
-    __slots__ = ("_untouched",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._untouched = False
-
-    def untouched(self) -> None:
-        """Say, just before releasing it, that this connection only ran plain reads since its last reset."""
-        self._untouched = True
-
-    def get_reset_query(self) -> str:
-        untouched, self._untouched = self._untouched, False
-        return "" if untouched else str(super().get_reset_query())
 
 
 async def _bounded(awaitable: Any) -> Any:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from analytics.errors import InvalidInput
 from warehouse import sql
-from warehouse.db import QUERY_ROLE, Database
+from warehouse.db import Database
 
 SCHEMA = "sandbox"
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -105,7 +105,7 @@ def _converter(kind: str) -> Any:
 async def load_frame(
     db: Database, table: str, frame: pd.DataFrame, *, replace: bool = False
 ) -> dict[str, Any]:
-    """Create sandbox.<table> and COPY `frame` into it, all or nothing; the reader role may SELECT it."""
+    """Create sandbox.<table> and COPY `frame` into it, all or nothing; the query role may SELECT it."""
     table = table_name(table)
     columns = column_types(frame)
     target = f"{quote_identifier(SCHEMA)}.{quote_identifier(table)}"
@@ -124,7 +124,10 @@ async def load_frame(
             await conn.copy_records_to_table(
                 table, schema_name=SCHEMA, columns=[name for name, _ in columns], records=batch
             )
-        await conn.execute(f"GRANT SELECT ON {target} TO {quote_identifier(QUERY_ROLE)}")
+        if db.query_role is not None:  # the role agent queries log in as (set by apply_schema)
+            reader = quote_identifier(db.query_role)
+            await conn.execute(f"GRANT USAGE ON SCHEMA {quote_identifier(SCHEMA)} TO {reader}")
+            await conn.execute(f"GRANT SELECT ON {target} TO {reader}")
     return {
         "table": f"{SCHEMA}.{table}",
         "rows": len(frame),

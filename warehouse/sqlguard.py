@@ -1,7 +1,10 @@
 """SQL safety for agent queries, with PostgreSQL's own parser (pglast): one read-only SELECT, nothing else.
 
-Pure functions, no I/O. This is one layer of several: the query also runs as a role that may only
-read the analytics tables, in a READ ONLY transaction with a statement timeout, always rolled back.
+Pure functions, no I/O. This is one layer of several, and not the boundary: the query runs on a
+connection that logs in as a role that may only read the analytics and sandbox tables, in a READ ONLY
+transaction with a statement timeout, always rolled back. Functions are allowed by what they are
+(`FunctionPolicy`): PostgreSQL's own built-ins, read from the catalog at start-up and handed in as data,
+minus those that run SQL text or touch server state, plus an operator's allowlist.
 """
 
 from __future__ import annotations
@@ -12,15 +15,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from pglast import ast, parse_sql, parser
+from pglast.stream import RawStream
 
 from analytics.errors import InvalidInput, QueryRefused
 
-MAX_QUERY_CHARS = 100_000
+MAX_QUERY_CHARS = 50_000
+# Bounds on what the parser is given, checked first with PostgreSQL's scanner (flat, not recursive):
+# pglast's parser recurses in C and builds a Python object per node, so a 48 KB `SELECT 1+1+...`
+# overflowed the C stack and killed the server, and 20k terms took seconds. Within these bounds the
+# worst query is guarded (scanned, parsed, checked, deparsed) in ~40-70 ms of CPU, off the event loop.
+MAX_QUERY_TOKENS = 2_200
+MAX_PARENTHESES = 100  # nesting of ( ) and [ ], counted before parsing
+MAX_DEPTH = 100  # nesting of the parsed statement's nodes (a + b + c is 3 deep), checked before any recursion
+# pglast maps each token and node position back from UTF-8 with a linear search over the text's
+# multi-byte characters: tokens x non-ASCII bytes is bounded (it took 4 s for 5,000 tokens + 20,000 Ω).
+_NON_ASCII_WORK = 2_000_000
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# A dollar-quote tag ($tag$) with a non-ASCII character, wherever it is (tags are letters, digits, _).
+_NON_ASCII_TAG = re.compile(r"\$[A-Za-z0-9_]*[^\x00-\x7f][A-Za-z0-9_\x80-\U0010ffff]*\$")
 ALLOWED_TABLES = ("customers", "network_events", "revenue")
 _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# A character that continues an identifier or a number in PostgreSQL (letters, digits, _, $, non-ASCII).
+_WORD_CHARACTER = re.compile(r"[\w$\x80-\U0010ffff]")
 _HOW_TO = "send one read-only SELECT (or WITH ... SELECT)"
 
-# Functions refused by exact name (the last part of a possibly schema-qualified name), with the reason.
+# Built-in functions refused by exact name (the last part of a possibly schema-qualified name), with
+# the reason: they run SQL text the guard cannot see, or read or change server state. Every function
+# that is not a built-in is refused anyway unless an operator allows it (FunctionPolicy).
 _DENIED_FUNCTIONS: dict[str, str] = {
     **dict.fromkeys(
         (
@@ -88,6 +109,37 @@ _DENIED_FUNCTIONS: dict[str, str] = {
     ),
     **dict.fromkeys(("nextval", "setval"), "changes a sequence"),
     **dict.fromkeys(("pg_logical_emit_message",), "writes to the write-ahead log"),
+    **dict.fromkeys(
+        (
+            "pg_lock_status",
+            "pg_prepared_xact",
+            "pg_blocking_pids",
+            "pg_safe_snapshot_blocking_pids",
+            "pg_isolation_test_session_is_blocked",
+            "pg_get_replication_slots",
+            "pg_get_backend_memory_contexts",
+            "pg_get_shmem_allocations",
+            "pg_show_all_file_settings",
+            "pg_hba_file_rules",
+            "pg_ident_file_mappings",
+            "pg_notification_queue_usage",
+            "pg_current_wal_lsn",
+            "pg_current_wal_insert_lsn",
+            "pg_current_wal_flush_lsn",
+            "pg_last_committed_xact",
+        ),
+        "reveals server activity",
+    ),
+    **dict.fromkeys(
+        (
+            "brin_summarize_new_values",
+            "brin_summarize_range",
+            "brin_desummarize_range",
+            "gin_clean_pending_list",
+        ),
+        "changes an index",
+    ),
+    **dict.fromkeys(("pg_nextoid", "pg_stop_making_pinned_objects"), "changes the catalog"),
 }
 # Families refused by prefix.
 _DENIED_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -106,7 +158,8 @@ _DENIED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("pg_replication_", "controls replication"),
     ("pg_logical_", "reads or writes logical replication"),
     ("pg_stat_reset", "resets statistics"),
-    ("pg_stat_statements_reset", "resets statistics"),
+    ("pg_stat_", "reveals server activity"),  # pg_stat_get_*, pg_stat_statements, pg_stat_clear_snapshot
+    ("pg_control_", "reveals server internals"),
 )
 # Catalogs with secrets or server internals, refused even though the query role could not read most of them.
 _DENIED_RELATIONS: dict[str, str] = {
@@ -119,7 +172,21 @@ _DENIED_RELATIONS: dict[str, str] = {
         ("pg_hba_file_rules", "pg_ident_file_mappings", "pg_file_settings", "pg_config", "pg_statistic"),
         "exposes server internals",
     ),
+    **dict.fromkeys(
+        (
+            "pg_locks",
+            "pg_prepared_xacts",
+            "pg_replication_slots",
+            "pg_replication_origin_status",
+            "pg_backend_memory_contexts",
+            "pg_shmem_allocations",
+        ),
+        "reveals server activity",
+    ),
 }
+# Statistics views that show what every session does (pg_stat_activity, pg_stat_all_tables, ...,
+# pg_statio_*, pg_stat_statements). Not pg_stats: per-column statistics of tables the role may read.
+_ACTIVITY_RELATION_PREFIXES = ("pg_stat_", "pg_statio_")
 _INTERNAL_SCHEMAS = ("mcp_internal",)
 _READABLE = f"query {', '.join(ALLOWED_TABLES)}, sandbox.<table> (load_to_table) or information_schema"
 # Relations whose contents change without a data load (which is what invalidates the cache):
@@ -206,17 +273,90 @@ _STATEMENT_NAMES = {
 
 
 @dataclass(frozen=True)
+class FunctionPolicy:
+    """Which functions an agent's query may call, by what they are rather than by a list of bad names.
+
+    `builtin`: names of the functions PostgreSQL itself ships in pg_catalog (OIDs below
+    FirstNormalObjectId, 16384), read once from the catalog at start-up (warehouse/db.py). `allowed`:
+    the operator's QUERY_ALLOWED_FUNCTIONS, each `name` or `schema.name`. A call is allowed when it is
+    allowlisted, or when it names a built-in (unqualified or as pg_catalog.name) that is not refused for
+    running SQL text or touching server state. Names compare exactly as PostgreSQL resolves them
+    (unquoted names arrive folded by the parser; a quoted "Lower" is not lower).
+    """
+
+    builtin: frozenset[str] = frozenset()
+    allowed: frozenset[str] = frozenset()
+
+    def check(self, names: Sequence[str]) -> None:
+        """Raise QueryRefused naming the function unless a call to `names` (its qualified name) is allowed."""
+        name = names[-1]
+        schema = names[-2] if len(names) > 1 else None
+        qualified = f"{schema}.{name}" if schema else name
+        if (
+            name in self.allowed
+            or qualified in self.allowed
+            or (schema is None and self._allowed_in_some_schema(name))
+        ):
+            return
+        if schema is not None and schema != "pg_catalog":
+            raise QueryRefused(
+                f"function {qualified}() is not allowed: only built-in functions (pg_catalog) may be called "
+                "(an operator may allow it with QUERY_ALLOWED_FUNCTIONS); remove it"
+            )
+        reason = _DENIED_FUNCTIONS.get(name) or next(
+            (why for prefix, why in _DENIED_PREFIXES if name.startswith(prefix)), None
+        )
+        if reason is not None:
+            raise QueryRefused(f"function {name}() is not allowed: it {reason}; remove it from the query")
+        if name not in self.builtin:
+            if not self.builtin:
+                raise QueryRefused(
+                    f"function {name}() is not allowed: the server has not read PostgreSQL's built-in "
+                    "functions yet; retry once it has started"
+                )
+            raise QueryRefused(
+                f"function {name}() is not allowed: it is not a built-in function (an operator may allow "
+                "it with QUERY_ALLOWED_FUNCTIONS); remove it"
+            )
+
+    def _allowed_in_some_schema(self, name: str) -> bool:
+        # `schema.name` allowlisted: the unqualified call resolves through the query role's search path
+        # (pg_catalog, then public), which has no schema of its own to shadow it.
+        return any(entry.rpartition(".")[2] == name for entry in self.allowed if "." in entry)
+
+
+_policy = FunctionPolicy()
+
+
+def use_function_policy(policy: FunctionPolicy) -> None:
+    """Make `policy` the one validate_select applies by default (the runtime sets it once at start-up)."""
+    global _policy
+    _policy = policy
+
+
+def function_policy() -> FunctionPolicy:
+    return _policy
+
+
+@dataclass(frozen=True)
 class CheckedQuery:
     """A query the guard accepted: its text without a trailing semicolon, and what it touches."""
 
     sql: str
     relations: tuple[str, ...]
     volatile: bool
+    # The parsed statement deparsed (pglast): identifiers folded by PostgreSQL's rules, literals kept,
+    # spacing and keyword case canonical. What the answer cache keys on; None when it cannot be made.
+    canonical: str | None = None
 
     @property
     def cacheable(self) -> bool:
         """True when the answer can be served from the cache until the next data load."""
-        return not self.volatile and not any(_changes_between_loads(name) for name in self.relations)
+        return (
+            self.canonical is not None
+            and not self.volatile
+            and not any(_changes_between_loads(name) for name in self.relations)
+        )
 
 
 def _changes_between_loads(relation: str) -> bool:
@@ -247,10 +387,56 @@ class BoundQuery:
 
 
 def _scan(sql: str, origin: Callable[[int], int] | None = None) -> list[Any]:
+    """PostgreSQL's tokens of `sql` (positions are character indexes in `sql`).
+
+    The scanner is shown every non-ASCII character as `z`: PostgreSQL lexes all of them as letters (or
+    as any other character inside literals), so the tokens are the same, and pglast's position mapping,
+    quadratic in the number of multi-byte characters, has nothing to do. The one place where which
+    letter matters is a dollar-quote tag ($Ω$ ... $ω$ would both become $z$): those are refused."""
+    if not sql.isascii():
+        tag = _NON_ASCII_TAG.search(sql)
+        if tag is not None:
+            where = origin(tag.start()) if origin is not None else tag.start()
+            raise InvalidInput(
+                f"dollar-quote tag {tag.group()[:20]}{_at(where)} has non-ASCII characters; use an ASCII "
+                "tag such as $q$...$q$, or a '...' string"
+            )
+        sql = _NON_ASCII.sub("z", sql)
     try:
         return list(parser.scan(sql))
     except parser.ParseError as error:
         raise _syntax_error(error, origin) from None
+
+
+def _bounded_tokens(sql: str, origin: Callable[[int], int] | None = None) -> list[Any]:
+    """The tokens of `sql`, once the query is known small and flat enough for the parser to be cheap
+    and safe (MAX_QUERY_TOKENS, MAX_PARENTHESES, _NON_ASCII_WORK); else a one-line InvalidInput."""
+    tokens = _scan(sql, origin)
+    if len(tokens) > MAX_QUERY_TOKENS:
+        raise InvalidInput(
+            f"the query has {len(tokens):,} tokens (at most {MAX_QUERY_TOKENS:,}); simplify it, and pass a "
+            "long list of values as one list parameter (WHERE id = ANY(%(ids)s))"
+        )
+    depth = deepest = 0
+    for token in tokens:
+        if token.name in ("ASCII_40", "ASCII_91"):  # ( [
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif token.name in ("ASCII_41", "ASCII_93"):  # ) ]
+            depth -= 1
+    if deepest > MAX_PARENTHESES:
+        raise InvalidInput(
+            f"the query nests parentheses {deepest:,} levels deep (at most {MAX_PARENTHESES}); simplify it"
+        )
+    if not sql.isascii():
+        multibyte = len(sql.encode("utf-8")) - len(sql.encode("ascii", "ignore"))
+        if len(tokens) * multibyte > _NON_ASCII_WORK:
+            raise InvalidInput(
+                f"the query has {len(sql) - len(sql.encode('ascii', 'ignore')):,} non-ASCII characters "
+                f"among {len(tokens):,} tokens, too many to check; pass texts as %(name)s parameters"
+            )
+    return tokens
 
 
 def _syntax_error(error: parser.ParseError, origin: Callable[[int], int] | None) -> InvalidInput:
@@ -278,12 +464,13 @@ def bind_placeholders(sql: str, parameters: Mapping[str, Any]) -> BoundQuery:
             raise InvalidInput(
                 f"parameter name '{name[:40]}' is not valid; use letters, digits and _ (e.g. min_age)"
             )
-    tokens = _scan(sql)
+    tokens = _bounded_tokens(sql)
     pieces: list[str] = []
     names: list[str] = []
     shifts: list[tuple[int, int]] = []
     cursor = 0  # next unread character of sql
     bound_length = 0
+    brackets = 0  # how many [ are open
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -292,6 +479,19 @@ def bind_placeholders(sql: str, parameters: Mapping[str, Any]) -> BoundQuery:
                 f"positional parameter '{sql[token.start : token.end + 1]}'{_at(token.start)} is not "
                 "supported; write %(name)s and pass parameters={'name': value}"
             )
+        if token.name == "ASCII_91":  # [ : a ':' inside brackets is an array slice, a[lo:hi]
+            brackets += 1
+        elif token.name == "ASCII_93":
+            brackets -= 1
+        elif token.name == "ASCII_58" and brackets <= 0 and i + 1 < len(tokens):
+            # `:name` (psycopg's or SQLAlchemy's style); `::type` and `:=` are tokens of their own.
+            follower = tokens[i + 1]
+            word = sql[follower.start : follower.end + 1]
+            if follower.start == token.end + 1 and _PARAMETER_NAME.match(word):
+                raise InvalidInput(
+                    f"placeholder ':{word}'{_at(token.start)} is not supported; write %({word})s "
+                    f"and pass parameters={{'{word}': value}}"
+                )
         window = tokens[i : i + 5]
         if (
             len(window) == 5
@@ -302,6 +502,12 @@ def bind_placeholders(sql: str, parameters: Mapping[str, Any]) -> BoundQuery:
             and all(window[k].end + 1 == window[k + 1].start for k in range(4))
         ):
             name = sql[window[2].start : window[2].end + 1]
+            if token.start > 0 and _WORD_CHARACTER.match(sql[token.start - 1]):
+                # `x%(a)s` would become `x$1`: one identifier to PostgreSQL, and no parameter at all.
+                raise InvalidInput(
+                    f"placeholder %({name})s{_at(token.start)} is glued to the word before it; "
+                    "put a space or an operator before it (placeholders stand for values, not names)"
+                )
             if name not in parameters:
                 given = ", ".join(sorted(parameters)) or "none"
                 raise InvalidInput(
@@ -344,15 +550,26 @@ def _check_text(sql: str) -> None:
         raise InvalidInput(f"the query is longer than {MAX_QUERY_CHARS:,} characters; shorten it")
     if "\x00" in sql:
         raise InvalidInput("the query contains a NUL character; remove it")
+    if not sql.isascii():
+        try:
+            sql.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidInput(
+                f"the query is not valid Unicode text (a lone surrogate{_at(error.start)}); remove it"
+            ) from None
 
 
-def validate_select(sql: str, origin: Callable[[int], int] | None = None) -> CheckedQuery:
+def validate_select(
+    sql: str, origin: Callable[[int], int] | None = None, *, policy: FunctionPolicy | None = None
+) -> CheckedQuery:
     """Accept exactly one read-only SELECT (or WITH ... SELECT) or raise a one-line error saying why not.
 
     `origin` maps a character position in `sql` back to the agent's text (after placeholder binding).
+    `policy`: which functions may be called; by default the one the runtime installed at start-up.
     """
+    functions = _policy if policy is None else policy
     _check_text(sql)
-    tokens = _scan(sql, origin)
+    tokens = _bounded_tokens(sql, origin)
     for token in tokens:
         if token.name in ("SQL_COMMENT", "C_COMMENT"):
             raise QueryRefused(
@@ -376,6 +593,12 @@ def validate_select(sql: str, origin: Callable[[int], int] | None = None) -> Che
         kind = type(statement).__name__
         what = _STATEMENT_NAMES.get(kind, kind.removesuffix("Stmt").upper())
         raise QueryRefused(f"only SELECT queries are allowed, not {what}; {_HOW_TO}")
+    depth = _depth(statement)
+    if depth > MAX_DEPTH:
+        raise InvalidInput(
+            f"the query nests {depth:,} levels deep (at most {MAX_DEPTH}): a long chain of operators "
+            "(a + b + ...), or deeply nested CASE, functions or subqueries; simplify it"
+        )
     relations: list[str] = []
     volatile = False
     for node in _walk(statement):
@@ -395,7 +618,7 @@ def validate_select(sql: str, origin: Callable[[int], int] | None = None) -> Che
                 )
         elif isinstance(node, ast.FuncCall):
             name = _last_name(node.funcname)
-            _check_function(name)
+            functions.check(_names(node.funcname))
             volatile = volatile or name in _VOLATILE_FUNCTIONS
         elif isinstance(node, ast.SQLValueFunction):
             volatile = True  # current_timestamp, current_user and friends
@@ -408,16 +631,48 @@ def validate_select(sql: str, origin: Callable[[int], int] | None = None) -> Che
                 raise QueryRefused(
                     f"catalog '{relation}' {_DENIED_RELATIONS[relation]} and may not be queried; {_READABLE}"
                 )
+            if relation.startswith(_ACTIVITY_RELATION_PREFIXES):
+                raise QueryRefused(
+                    f"catalog '{relation}' reveals server activity and may not be queried; {_READABLE}"
+                )
             relations.append(f"{schema}.{relation}" if schema else relation)
-    return CheckedQuery(text.rstrip(), tuple(dict.fromkeys(relations)), volatile)
+    return CheckedQuery(text.rstrip(), tuple(dict.fromkeys(relations)), volatile, _canonical(statement))
 
 
-def _check_function(name: str) -> None:
-    reason = _DENIED_FUNCTIONS.get(name)
-    if reason is None:
-        reason = next((why for prefix, why in _DENIED_PREFIXES if name.startswith(prefix)), None)
-    if reason is not None:
-        raise QueryRefused(f"function {name}() is not allowed: it {reason}; remove it from the query")
+def _canonical(statement: ast.Node) -> str | None:
+    """The statement as PostgreSQL's parser understood it, printed back (None: the query is not cached).
+
+    Two texts with the same canonical form are the same query to PostgreSQL, whatever their spacing
+    or case: unquoted identifiers come out folded as PostgreSQL folds them (ASCII only), quoted ones
+    and every literal exactly as written. The printer recurses: a very deep expression (over ~150
+    nested operators) exceeds Python's recursion limit and is simply not cached.
+    """
+    try:
+        return str(RawStream()(statement))
+    except Exception:  # noqa: BLE001 - RecursionError, or a node the printer does not know: not cached
+        return None
+
+
+def table_aliases(sql: str) -> list[str]:
+    """The names the query's tables go by (their alias, else their name), in order: for error hints."""
+    try:
+        statements = parse_sql(sql)
+    except parser.ParseError:
+        return []
+    aliases: list[tuple[int, str]] = []  # (where it is in the text, name)
+    for statement in statements:
+        for node in _walk(statement.stmt):
+            if isinstance(node, ast.RangeVar):
+                name = node.alias.aliasname if node.alias is not None else node.relname
+                aliases.append((node.location or 0, name))
+            elif isinstance(node, ast.RangeSubselect) and node.alias is not None:
+                aliases.append((len(sql), node.alias.aliasname))
+    return list(dict.fromkeys(name for _, name in sorted(aliases) if name))
+
+
+def _names(names: Sequence[Any] | None) -> list[str]:
+    """A function's (possibly qualified) name as PostgreSQL will resolve it: parts exactly as parsed."""
+    return [str(getattr(part, "sval", part)) for part in names or ()] or [""]
 
 
 def _last_name(names: Sequence[Any] | None) -> str:
@@ -425,6 +680,23 @@ def _last_name(names: Sequence[Any] | None) -> str:
         return ""
     last = names[-1]
     return str(getattr(last, "sval", last)).lower()
+
+
+def _depth(node: ast.Node) -> int:
+    """How many nodes deep the tree under `node` goes (lists do not count), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, ast.Node):
+            deepest = max(deepest, depth)
+            for attribute in current:
+                value = getattr(current, attribute, None)
+                if isinstance(value, (ast.Node, tuple, list)):
+                    stack.append((value, depth + 1))
+        elif isinstance(current, (tuple, list)):
+            stack.extend((item, depth) for item in current)
+    return deepest
 
 
 def _walk(node: Any) -> Iterator[ast.Node]:
@@ -442,14 +714,19 @@ def _walk(node: Any) -> Iterator[ast.Node]:
             stack.extend(current)
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def normalised(sql: str) -> str:
-    """The query with spacing and keyword case made canonical (the cache key); literals are untouched."""
+    """The query with spacing and keyword case made canonical (for the query log's hash); literals are
+    untouched. Unquoted words are folded as PostgreSQL folds identifiers: ASCII letters only (so `Ω`
+    and `ω` stay two names, as they are to PostgreSQL)."""
     tokens = _scan(sql)
     words = []
     for token in tokens:
         text = sql[token.start : token.end + 1]
         if token.kind != "NO_KEYWORD" or (token.name == "IDENT" and not text.startswith('"')):
-            text = text.lower()
+            text = text.translate(_ASCII_LOWER)
         words.append(text)
     if words and words[-1] == ";":
         words.pop()

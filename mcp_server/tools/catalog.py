@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import cachetools
 from fastmcp.resources import TextResource
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from pydantic import AnyUrl, Field
@@ -14,11 +14,11 @@ from pydantic import AnyUrl, Field
 from analytics.errors import AnalyticsError, NotFound
 from mcp_server.app import REDIS_DOWN, App
 from mcp_server.auth import ANALYST, EVERYONE, current_identity
-from mcp_server.jsonsafe import json_safe
 from mcp_server.runtime import Runtime
 from prompts import workflows
 from resources.dictionary import render_dictionary
 from resources.schema import render_schema, render_table
+from sessions.datasets import json_ready
 from warehouse import catalog
 
 MARKDOWN = "text/markdown"
@@ -38,21 +38,23 @@ class CatalogCache:
     """
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._pages: dict[str, tuple[float, str]] = {}
+        # One page per table plus the overview: the size bound is only a backstop.
+        self._pages: cachetools.TTLCache[str, str] | None = (
+            cachetools.TTLCache(maxsize=1_024, ttl=seconds) if seconds > 0 else None
+        )
 
     async def page(self, key: str, render: Callable[[], Awaitable[str]]) -> str:
-        now = time.monotonic()
-        cached = self._pages.get(key)
-        if cached is not None and now - cached[0] < self.seconds:
-            return cached[1]
+        cached: str | None = self._pages.get(key) if self._pages is not None else None
+        if cached is not None:
+            return cached
         text = await render()
-        if self.seconds > 0:
-            self._pages[key] = (now, text)
+        if self._pages is not None:
+            self._pages[key] = text
         return text
 
     async def clear(self) -> None:
-        self._pages.clear()
+        if self._pages is not None:
+            self._pages.clear()
 
 
 def catalog_cache(runtime: Runtime) -> CatalogCache:
@@ -73,7 +75,7 @@ class SessionResources(Middleware):
 
     async def on_list_resources(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         resources = list(await call_next(context))
-        identity = self.app.identify()
+        identity = await self.app.identify()
         if identity is None:
             return resources
         from mcp_server.stores import session_store
@@ -138,7 +140,7 @@ def register(app: App) -> None:
                 f"no analysis type '{shown}'; known types: {', '.join(sorted(known))} "
                 "(read templates://analysis/<type>)"
             )
-        return json.dumps(json_safe(known[type]), indent=2)
+        return json.dumps(json_ready(known[type]), indent=2)
 
     @app.resource("session://{session_id}", roles=EVERYONE, mime_type=JSON, name="session")
     async def session(session_id: str) -> str:
@@ -147,7 +149,7 @@ def register(app: App) -> None:
 
         store = session_store(runtime)
         described = await store.describe(current_identity(), session_id)
-        return json.dumps(json_safe(described), indent=2)
+        return json.dumps(json_ready(described), indent=2)
 
     @app.prompt(roles=ANALYST)
     def churn_analysis(

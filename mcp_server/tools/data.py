@@ -10,7 +10,7 @@ from pydantic import Field
 
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST
-from mcp_server.jsonsafe import json_safe
+from sessions.datasets import json_ready
 from warehouse.generator import generate, make_plan
 
 
@@ -50,7 +50,7 @@ def register(app: App) -> None:
         }
         for extend in runtime.extras.get("snapshot_extensions", []):
             snapshot.update(await extend())
-        return json_safe(snapshot)
+        return json_ready(snapshot)
 
     @app.tool(roles=ADMIN, annotations={"destructiveHint": True})
     async def generate_data(

@@ -19,19 +19,17 @@ from importers import Imported, ImportOptions, Limits, parse_file
 from importers.detect import Requested
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST, current_identity
-from mcp_server.jsonsafe import json_safe
 from mcp_server.runtime import Runtime
 from mcp_server.stores import session_store
-from sessions import access
-from sessions.datasets import preview_rows
+from sessions.access import KeyName, SessionId
+from sessions.datasets import json_ready, preview_rows
 from warehouse import sandbox
 
 _CONCURRENT_IMPORTS = 2  # parsing is CPU and memory heavy: a few at a time per instance
 _PREVIEW_ROWS = 5
 
-SessionId = Annotated[str, Field(description="the session_id that session_create returned")]
 DatasetName = Annotated[
-    str, Field(description="dataset name in the session: 1-64 letters, digits, '_', '.', '-'")
+    KeyName, Field(description="dataset name in the session: 1-64 letters, digits, '_', '.', '-'")
 ]
 
 
@@ -54,7 +52,7 @@ def register(app: App) -> None:
     ) -> dict[str, Any]:
         """Load a CSV/TSV, xlsx sheet or PDF table into a session dataset, typed, for analyze_data and charts."""
         caller = current_identity()
-        session, name = access.session_id(session_id), access.key_name(dataset)
+        session, name = session_id, dataset  # checked and canonical (SessionId, DatasetName)
         if (content_base64 is None) == (path is None):
             raise InvalidInput(
                 "give exactly one of content_base64 (the file's bytes) or path (inside IMPORT_DIR)"
@@ -62,7 +60,9 @@ def register(app: App) -> None:
         store = session_store(runtime)
         await store.describe(caller, session)  # an unknown or invisible session fails before the work
         limits = Limits(
-            max_bytes=runtime.settings.import_max_bytes, max_rows=runtime.settings.dataset_max_rows
+            max_bytes=runtime.settings.import_max_bytes,
+            max_rows=runtime.settings.dataset_max_rows,
+            max_stream_bytes=runtime.settings.import_max_stream_bytes,
         )
         settings = runtime.settings
 
@@ -82,7 +82,7 @@ def register(app: App) -> None:
             imported, origin = await asyncio.to_thread(read_and_parse)
         source = {"type": "import", "format": imported.format, **origin, **imported.details}
         saved = await store.save_dataset(caller, session, name, imported.frame, source)
-        answer: dict[str, Any] = json_safe(
+        answer: dict[str, Any] = json_ready(
             {
                 "session_id": session,
                 "dataset": name,
@@ -100,7 +100,7 @@ def register(app: App) -> None:
         """Column types, nulls, distinct counts and numeric/date/text summaries of a session dataset."""
         frame = await session_store(runtime).load_dataset(current_identity(), session_id, dataset)
         summary = await asyncio.to_thread(describe, frame) if frame.size > 20_000 else describe(frame)
-        described: dict[str, Any] = json_safe(
+        described: dict[str, Any] = json_ready(
             {"session_id": session_id.strip().lower(), "dataset": dataset, **summary}
         )
         return described

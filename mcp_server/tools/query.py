@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import json
 import time
 from typing import Annotated, Any
 
@@ -11,19 +11,31 @@ from mcp.types import TextContent
 from pydantic import Field
 
 from analytics.errors import InvalidInput
+from mcp_server import batching, logs
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, Identity, current_identity
 from mcp_server.batching import BatchWriter
+from mcp_server.budget import query_seconds
 from mcp_server.cache import Cache
-from mcp_server.correlation import call_label
-from mcp_server.jsonsafe import json_safe
 from mcp_server.runtime import Runtime
+from sessions.access import KeyName, SessionId
+from sessions.datasets import AS_TEXT, json_ready
 from warehouse import query as queries
+from warehouse.labels import request_label
+from warehouse.sqlguard import MAX_QUERY_CHARS
 
 _QUERY_LOG = "query_log_writer"
 CACHE_SECONDS = 300
-PREVIEW_ROWS = 20
+PREVIEW_ROWS = 10  # a save_as preview: enough to see the shape, the dataset holds the rest
+PREVIEW_MAX_BYTES = 16_000  # a save_as preview's rows, as JSON
+PREVIEW_TEXT_CHARS = 200  # longer texts in a preview are shortened, ending in …
 TEXT_CELL_CHARS = 80
+# The official MCP client refuses a server-sent event over 1 MiB: a whole response (JSON rows, the
+# markdown table, the JSON-RPC envelope) stays under RESPONSE_MAX_BYTES, and the rows alone under
+# INLINE_MAX_BYTES whatever QUERY_MAX_BYTES says; the markdown table is shortened to fit what is left.
+RESPONSE_MAX_BYTES = 1_000_000
+DEFAULT_ROWS = 100  # a page sized for a model's context; max_rows asks for more
+INLINE_MAX_BYTES = 900_000
 
 Scalar = str | int | float | bool | None
 ParameterValue = Scalar | list[Scalar]
@@ -38,14 +50,13 @@ def query_log(runtime: Runtime) -> BatchWriter[queries.QueryLogEntry]:
             await queries.write_query_log(runtime.db, entries)
 
         writer = runtime.extras[_QUERY_LOG] = BatchWriter("query_log", write)
-        runtime.on_close.append(writer.flush)
+        batching.register(runtime, writer)
     return writer
 
 
 def register(app: App) -> None:
     runtime = app.runtime
     cache = Cache(runtime, "query", CACHE_SECONDS)
-    app.prefetch("query_database", functools.partial(_likely_cache_key, runtime, cache))
 
     @app.tool(roles=ANALYST, annotations={"readOnlyHint": True, "openWorldHint": False})
     async def query_database(
@@ -53,7 +64,7 @@ def register(app: App) -> None:
             str,
             Field(
                 min_length=1,
-                max_length=100_000,
+                max_length=MAX_QUERY_CHARS,
                 description="One read-only SELECT (or WITH ... SELECT). Values go in %(name)s placeholders.",
             ),
         ],
@@ -63,18 +74,18 @@ def register(app: App) -> None:
                 description="Values for the %(name)s placeholders, e.g. {'min_age': 30}; never interpolated"
             ),
         ] = {},  # noqa: B006 - pydantic copies it; the contract's default is {}
-        timeout: Annotated[float, Field(gt=0, le=300, description="statement timeout in seconds")] = 30,
+        timeout: Annotated[
+            float, Field(gt=0, le=queries.MAX_TIMEOUT_SECONDS, description="statement timeout in seconds")
+        ] = 30,
         session_id: Annotated[
-            str | None, Field(description="with save_as: store the full result in this session")
+            SessionId | None, Field(description="with save_as: store the full result in this session")
         ] = None,
         save_as: Annotated[
-            str | None,
-            Field(
-                pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
-                description="dataset name in the session; only a preview comes back",
-            ),
+            KeyName | None, Field(description="dataset name in the session; only a preview comes back")
         ] = None,
-        max_rows: Annotated[int, Field(ge=1, description="rows to return (server cap applies)")] = 1_000,
+        max_rows: Annotated[
+            int, Field(ge=1, description="rows to return (default 100; QUERY_MAX_ROWS_CAP is the most)")
+        ] = DEFAULT_ROWS,
     ) -> ToolResult:
         """Run one read-only SQL SELECT on customers, network_events and revenue; returns rows as JSON and a markdown table."""
         caller = current_identity()
@@ -86,9 +97,8 @@ def register(app: App) -> None:
             answer = await _save_dataset(runtime, caller, query, parameters, timeout, session_id, save_as)
         else:
             answer = await _select(runtime, cache, caller, query, parameters, timeout, max_rows)
-        return ToolResult(
-            content=[TextContent(type="text", text=_markdown(answer))], structured_content=answer
-        )
+        text = _markdown(answer, RESPONSE_MAX_BYTES - _json_bytes(answer))
+        return ToolResult(content=[TextContent(type="text", text=text)], structured_content=answer)
 
 
 async def _select(
@@ -109,93 +119,72 @@ async def _select(
     cached = version = None
     ran = False  # _run logs its own outcome
     try:
-        guarded = queries.guard(query, parameters)  # once: run_select reuses it
-        question = _question(runtime, guarded, parameters, max_rows)
-        # One connection for the data version and the query (labelled in the query's first round trip).
-        async with runtime.db.connection(read=True, label=False) as conn:
-            if guarded.checked.cacheable:
-                # Read before the query and used for the store too: a load meanwhile cannot be cached stale.
-                version, cached = await cache.lookup(
-                    question, functools.partial(runtime.db.data_version, conn)
-                )
-            if cached is None:
-                ran = True
-                result = await _run(
-                    runtime,
-                    caller,
-                    guarded,
-                    parameters,
-                    timeout,
-                    max_rows,
-                    runtime.settings.query_max_bytes,
-                    conn,
-                )
+        guarded = await queries.guard_in_thread(query, parameters)  # once: run_select reuses it
+        question = _question(runtime, caller, guarded, parameters, max_rows)
+        if guarded.checked.cacheable:
+            # Read before the query and used for the store too: a load meanwhile cannot be cached stale.
+            # On a server connection: the query role the query runs as cannot read mcp_internal.
+            version, cached = await cache.lookup(question)
+        if cached is None:
+            ran = True
+            result = await _run(
+                runtime,
+                caller,
+                guarded,
+                parameters,
+                timeout,
+                max_rows,
+                min(runtime.settings.query_max_bytes, INLINE_MAX_BYTES),
+            )
     except Exception as error:
         if not ran:
-            _log(runtime, caller, query, started, None, queries.outcome_of(error))
+            await _log(runtime, caller, query, started, None, queries.outcome_of(error))
         raise
     if cached is not None:
-        _log(runtime, caller, query, started, cached["row_count"], "ok", cached=True, known_hash=guarded.hash)
+        await _log(
+            runtime, caller, query, started, cached["row_count"], "ok", cached=True, known_hash=guarded.hash
+        )
         return {**cached, "cached": True}
+    rows = json_ready(result.records())
     answer = {
-        "rows": json_safe(result.records()),
+        "rows": rows,
         "columns": [column.name for column in result.columns],
-        "column_types": {column.name: column.type for column in result.columns},
+        "column_types": _column_types(result.columns, rows),
         "row_count": len(result.rows),
         "truncated": result.truncated,
         "cached": False,
     }
     if result.truncated:
         answer["truncated_by"] = result.truncated_by
-        answer["hint"] = (
-            f"only the first {len(result.rows):,} rows are shown ({result.truncated_by} limit); narrow the "
-            "query (WHERE, GROUP BY, LIMIT) or pass session_id + save_as to store the full result"
-        )
+        hints = []
+        if result.truncated_by != "value":
+            hints.append(
+                f"only the first {len(result.rows):,} rows are shown ({result.truncated_by} limit); narrow "
+                "the query (WHERE, GROUP BY, LIMIT) or pass session_id + save_as to store the full result"
+            )
+        answer["hint"] = "; ".join([*hints, *_cut_hint(answer, result)])
     if version is not None:
         await cache.put(question, answer, version)
     return answer
 
 
 def _question(
-    runtime: Runtime, guarded: queries.GuardedQuery, parameters: dict[str, Any], max_rows: int
+    runtime: Runtime,
+    caller: Identity,
+    guarded: queries.GuardedQuery,
+    parameters: dict[str, Any],
+    max_rows: int,
 ) -> dict[str, Any]:
-    """What the query cache keys on."""
+    """What the query cache keys on: the statement as PostgreSQL parsed it (never case-folded text)
+    with every value bound to it, and the caller, so that no answer (nor its `cached` flag) ever
+    reaches another user."""
     return {
         "database": runtime.settings.database_url,  # hashed into the key: one cache per database
-        "sql": guarded.hash,  # of the normalised text: spacing and keyword case do not matter
-        "parameters": parameters,
+        "user": caller.user_id,
+        "sql": guarded.checked.canonical,
+        "arguments": guarded.bound.arguments(parameters),  # by position ($1, $2 ...), with their types
         "max_rows": max_rows,
     }
-
-
-# A prefetch guess hashes the raw parameters before their size is checked: only small ones are guessed.
-_GUESS_MAX_PARAMETERS = 32
-_GUESS_MAX_TEXT = 1_000
-
-
-def _likely_cache_key(runtime: Runtime, cache: Cache, arguments: dict[str, Any]) -> list[str]:
-    """The cache entry a query_database call will read first, guessed from its raw arguments without
-    parsing anything (the guard's verdict must be remembered already): read with the rate limit."""
-    query, parameters = arguments.get("query"), arguments.get("parameters", {})
-    max_rows = arguments.get("max_rows", 1_000)
-    if (
-        not isinstance(query, str)
-        or not isinstance(parameters, dict)
-        or len(parameters) > _GUESS_MAX_PARAMETERS
-        or arguments.get("session_id") is not None
-        or type(max_rows) is not int
-    ):
-        return []
-    for value in parameters.values():
-        if not (value is None or type(value) in (int, float, bool)) and not (
-            type(value) is str and len(value) <= _GUESS_MAX_TEXT
-        ):
-            return []  # lists and long texts: no guess
-    guarded = queries.remembered_guard(query, tuple(parameters))
-    if guarded is None or not guarded.checked.cacheable:
-        return []
-    key = cache.likely_key(_question(runtime, guarded, parameters, max_rows))
-    return [key] if key else []
 
 
 async def _run(
@@ -210,7 +199,9 @@ async def _run(
 ) -> queries.QueryResult:
     started = time.perf_counter()
     text, known_hash = (query.text, query.hash) if isinstance(query, queries.GuardedQuery) else (query, None)
+    seconds = query_seconds(runtime)
     try:
+        await seconds.check(caller.user_id)  # a spent budget refuses the query before it starts
         result = await queries.run_select(
             runtime.db,
             query,
@@ -219,13 +210,15 @@ async def _run(
             max_rows=max_rows,
             max_bytes=max_bytes,
             conn=conn,
-            label=call_label(),
+            label=request_label(logs.request_id_var.get()),
         )
     except Exception as error:
-        _log(runtime, caller, text, started, None, queries.outcome_of(error), known_hash=known_hash)
+        await _log(runtime, caller, text, started, None, queries.outcome_of(error), known_hash=known_hash)
         raise
+    finally:
+        await seconds.charge(caller.user_id, time.perf_counter() - started)
     outcome = queries.outcome_of(None, result.truncated)
-    _log(runtime, caller, text, started, len(result.rows), outcome, known_hash=result.query_hash)
+    await _log(runtime, caller, text, started, len(result.rows), outcome, known_hash=result.query_hash)
     return result
 
 
@@ -240,8 +233,8 @@ async def _save_dataset(
 ) -> dict[str, Any]:
     from mcp_server.stores import session_store  # the session feature is optional for plain queries
 
-    limit = runtime.settings.dataset_max_rows
-    result = await _run(runtime, caller, query, parameters, timeout, limit, None)
+    limit, max_bytes = runtime.settings.dataset_max_rows, runtime.settings.dataset_max_bytes
+    result = await _run(runtime, caller, query, parameters, timeout, limit, max_bytes)
     source = {
         "tool": "query_database",
         "query": query,
@@ -249,33 +242,91 @@ async def _save_dataset(
         "query_hash": result.query_hash,
         "truncated": result.truncated,
     }
+    preview = _preview(result)
+    row_count = len(result.rows)
     frame = queries.to_frame(result)
+    result.rows.clear()  # the frame holds the values now: free the rows before the frame is encoded
     stored = await session_store(runtime).save_dataset(caller, session_id, save_as, frame, source)
-    preview = result.records()[:PREVIEW_ROWS]
+    del frame
     answer = {
-        "rows": json_safe(preview),
+        "rows": preview,
         "columns": [column.name for column in result.columns],
-        "column_types": {column.name: column.type for column in result.columns},
+        "column_types": _column_types(result.columns, preview),
         "row_count": len(preview),
         "truncated": result.truncated,
         "cached": False,
         "dataset": {
             "session_id": session_id,
             "name": stored.get("name", save_as),
-            "rows": len(result.rows),
-            "shape": [len(result.rows), len(result.columns)],
+            "rows": row_count,
+            "shape": [row_count, len(result.columns)],
             "columns": stored.get("columns"),
             "size_bytes": stored.get("size_bytes"),
         },
-        "hint": f"showing {len(preview)} of {len(result.rows):,} rows; the full result is dataset "
-        f"'{save_as}' in session {session_id} (analyze_data / create_visualization can use it)",
+        "hint": f"showing {len(preview)} of {row_count:,} rows (long texts shortened); the full result is "
+        f"dataset '{save_as}' in session {session_id} (analyze_data / create_visualization can use it)",
     }
     if result.truncated:
+        answer["truncated_by"] = result.truncated_by
+    if result.truncated_by == "rows":
         answer["hint"] += f"; only the first {limit:,} rows were stored (the dataset cap)"
+    elif result.truncated_by == "bytes":
+        answer["hint"] += (
+            f"; only the first {row_count:,} rows were stored (the dataset cap of {max_bytes:,} bytes): "
+            "select fewer or narrower columns, or aggregate first"
+        )
+    answer["hint"] = "; ".join([answer["hint"], *_cut_hint(answer, result)])
     return answer
 
 
-def _log(
+def _column_types(columns: list[queries.Column], rows: list[dict[str, Any]]) -> dict[str, str]:
+    """PostgreSQL's type of each column; a numeric column some of whose values come back as text (a
+    double would change them: json_ready) says so, e.g. "numeric (as text: exceeds float precision)"."""
+    types = {}
+    for column in columns:
+        as_text = column.type == "numeric" and any(isinstance(row.get(column.name), str) for row in rows)
+        types[column.name] = f"{column.type} ({AS_TEXT})" if as_text else column.type
+    return types
+
+
+def _cut_hint(answer: dict[str, Any], result: queries.QueryResult) -> list[str]:
+    """Names the columns where PostgreSQL replaced values too large for the answer by null."""
+    if not result.cut_columns:
+        return []
+    answer["cut_columns"] = list(result.cut_columns)
+    return [
+        f"values larger than {result.value_limit:,} bytes were replaced by null in column(s) "
+        f"{', '.join(result.cut_columns)[:300]}; select a part of them (left(x, 1000), length(x))"
+    ]
+
+
+def _preview(result: queries.QueryResult) -> list[dict[str, Any]]:
+    """The first rows as JSON, at most PREVIEW_ROWS and about PREVIEW_MAX_BYTES: long texts shortened."""
+    names = [column.name for column in result.columns]
+    rows, size = [], 0
+    for row in result.rows[:PREVIEW_ROWS]:
+        record = {name: _shortened(json_ready(value)) for name, value in zip(names, row, strict=True)}
+        size += _json_bytes(record)
+        if rows and size > PREVIEW_MAX_BYTES:
+            break
+        rows.append(record)
+    return rows
+
+
+def _shortened(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > PREVIEW_TEXT_CHARS:
+        return value[: PREVIEW_TEXT_CHARS - 1] + "…"
+    if isinstance(value, list) and len(json.dumps(value, default=str)) > PREVIEW_TEXT_CHARS:
+        return _shortened(json.dumps(value, default=str))
+    return value
+
+
+def _json_bytes(value: Any) -> int:
+    """The size of `value` as JSON on the wire (UTF-8, no spaces)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+
+
+async def _log(
     runtime: Runtime,
     caller: Identity,
     query: str,
@@ -285,6 +336,8 @@ def _log(
     cached: bool = False,
     known_hash: str | None = None,
 ) -> None:
+    if known_hash is None:  # hashing scans the query: off the event loop, like the guard
+        known_hash = await queries.in_guard_thread(queries.query_hash, query)
     entry = queries.QueryLogEntry.of(
         user_id=caller.user_id,
         query=query,
@@ -294,19 +347,35 @@ def _log(
         cached=cached,
         known_hash=known_hash,
     )
-    query_log(runtime).submit(entry)
+    await query_log(runtime).put(entry)  # waits only while the log's queue is full: never drops
 
 
-def _markdown(answer: dict[str, Any]) -> str:
-    """The answer as a compact markdown table: far fewer tokens than the JSON for the same rows."""
+def _markdown(answer: dict[str, Any], budget: int = RESPONSE_MAX_BYTES) -> str:
+    """The answer as a compact markdown table: far fewer tokens than the JSON for the same rows.
+
+    At most `budget` bytes (as a JSON string): rows that do not fit are left out of the table, and
+    the summary says so (the structured content has them all)."""
     columns = answer["columns"]
-    lines = []
+    lines: list[str] = []
+    budget -= 2_000  # the summary line
+    shown = 0
     if columns:
         lines.append("| " + " | ".join(_cell(name) for name in columns) + " |")
         lines.append("|" + "---|" * len(columns))
+        budget -= sum(_json_bytes(line) for line in lines)
         for row in answer["rows"]:
-            lines.append("| " + " | ".join(_cell(row.get(name)) for name in columns) + " |")
+            line = "| " + " | ".join(_cell(row.get(name)) for name in columns) + " |"
+            budget -= _json_bytes(line)
+            if budget < 0:
+                break
+            lines.append(line)
+            shown += 1
     summary = f"{answer['row_count']} row{'s' if answer['row_count'] != 1 else ''}"
+    if shown < len(answer["rows"]):
+        summary += (
+            f" (the table shows the first {shown:,}: a response is at most {RESPONSE_MAX_BYTES:,} bytes; "
+            "the structured content has every row)"
+        )
     if answer.get("cached"):
         summary += " (cached)"
     if answer.get("dataset"):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastmcp.resources import ResourceContent, ResourceResult
 from pydantic import Field
 
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
 from mcp_server.stores import session_store
-
-SessionId = Annotated[str, Field(description="the session_id that session_create returned (a UUID)")]
-KeyName = Annotated[str, Field(description="key name: 1-64 letters, digits, '_', '.' or '-'")]
+from sessions.access import KeyName, SessionId
 
 
 def register(app: App) -> None:
@@ -42,6 +41,14 @@ def register(app: App) -> None:
         """Read one key of a session; a dataset key gives its columns, row count, source and a page of rows."""
         return await session_store(runtime).read(current_identity(), session_id, key, offset, limit)
 
+    @app.resource("session://{session_id}/{key}", roles=EVERYONE, name="session_key")
+    async def session_key(session_id: str, key: str) -> ResourceResult:
+        """One key of a session you may read, in full: a chart's file (PNG, SVG, HTML), a value's JSON."""
+        mime_type, content = await session_store(runtime).read_linked(current_identity(), session_id, key)
+        if isinstance(content, bytes) and not mime_type.startswith("image/png"):
+            content = content.decode("utf-8")  # SVG and HTML read as text
+        return ResourceResult([ResourceContent(content, mime_type=mime_type)])
+
     @app.tool(roles=ANALYST)
     async def session_update(
         session_id: SessionId,
@@ -50,6 +57,11 @@ def register(app: App) -> None:
     ) -> dict[str, Any]:
         """Store a JSON value under a key of the session (encrypted; refreshes the session's expiry)."""
         return await session_store(runtime).update(current_identity(), session_id, key, value)
+
+    @app.tool(roles=ANALYST, annotations={"destructiveHint": True})
+    async def session_delete_key(session_id: SessionId, key: KeyName) -> dict[str, Any]:
+        """Remove one key and its value from a session (frees room under SESSION_MAX_KEYS and SESSION_MAX_BYTES)."""
+        return await session_store(runtime).delete_key(current_identity(), session_id, key)
 
     @app.tool(roles=ANALYST, annotations={"destructiveHint": True})
     async def session_close(

@@ -1,15 +1,17 @@
-"""create_visualization: charts as base64 PNG/SVG or interactive HTML, from inline data or a session dataset.
+"""create_visualization: PNG, SVG or interactive HTML charts of inline data, session datasets or analysis
+results, stored server-side (session key or artifact://) and answered with a resource link.
 
 Rendering is CPU work. It runs in a small pool of worker processes (one pool per runtime): a thread
 would hold the GIL for most of a render and stall the event loop, a process does not, and a chart
 that overruns its time limit can really be stopped (its worker is killed and replaced). The workers
 run at the lowest priority (analytics.charts.lower_priority), so they mostly use CPU that queries,
-PostgreSQL and the event loop leave over, and hand back the image already base64-encoded.
+PostgreSQL and the event loop leave over, and hand back the file's bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import multiprocessing
 import os
@@ -21,16 +23,18 @@ from typing import Annotated, Any, Literal
 
 import mcp_types
 import pandas as pd
+from fastmcp.resources import ResourceContent, ResourceResult
 from fastmcp.tools.base import ToolResult
 from pydantic import Field
 
 from analytics import charts
-from analytics.chart_data import CHART_TYPES, ChartSpec
+from analytics.chart_data import AUTO, CHART_TYPES, ChartSpec
 from analytics.errors import InvalidInput, Timeout, Unavailable
 from mcp_server.app import App
-from mcp_server.auth import ANALYST, current_identity
+from mcp_server.auth import ANALYST, EVERYONE, current_identity
 from mcp_server.runtime import Runtime
-from mcp_server.stores import session_store
+from mcp_server.stores import artifact_store, session_store
+from mcp_server.urls import plotly_js_url
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +42,13 @@ RENDER_NICENESS = 19  # workers yield the CPU to queries and the event loop when
 RENDER_TIMEOUT_SECONDS = 30.0  # per chart, once it has a worker
 QUEUE_TIMEOUT_SECONDS = 60.0  # waiting for a worker
 MAX_INLINE_ROWS = 100_000  # more should come by reference from a session dataset
-MAX_OUTPUT_BYTES = 12_000_000  # rendered bytes (an inline-plotly.js page is about 5 MB)
+# A chart travels by reference and is read back as one resource: base64 of 700 KB plus the envelope stays
+# under the 1 MiB (1,048,576 bytes) an MCP client accepts in one message.
+MAX_OUTPUT_BYTES = 700_000
+MAX_PREVIEW_BYTES = 100_000  # a PNG up to this size also comes inline as image content
 
 ChartType = Literal[
+    "auto",
     "bar",
     "grouped_bar",
     "stacked_bar",
@@ -52,7 +60,7 @@ ChartType = Literal[
     "box",
     "pie",
 ]
-assert set(ChartType.__args__) == set(CHART_TYPES)  # type: ignore[attr-defined]
+assert set(ChartType.__args__) == {AUTO, *CHART_TYPES}  # type: ignore[attr-defined]
 
 
 def render_workers(configured: int) -> int:
@@ -126,23 +134,31 @@ async def render_off_loop(
         )
         try:
             result: charts.ChartJob = await asyncio.wait_for(future, RENDER_TIMEOUT_SECONDS)
-            if result.plotly_at is not None:  # first call: imports plotly; then one 6 MB join
-                result.image = await asyncio.to_thread(charts.splice_plotly, result.image, result.plotly_at)
-                result.plotly_at = None
             return result
         except TimeoutError:
             if renderer.executor is executor:
                 _restart_workers(renderer)
-            raise Timeout(
-                f"the chart took longer than {RENDER_TIMEOUT_SECONDS:.0f} s to draw; chart fewer points "
-                "(filter or aggregate) or a smaller size"
-            ) from None
+            raise render_timeout(os.getloadavg()[0], os.cpu_count() or 1) from None
         except BrokenProcessPool:
             if renderer.executor is executor:
                 _restart_workers(renderer)
             raise Unavailable("the chart worker was restarted; retry the chart") from None
     finally:
         renderer.slots.release()
+
+
+def render_timeout(load: float, cores: int) -> Timeout:
+    """A chart past RENDER_TIMEOUT_SECONDS: with every core busy, the wait is the server's load, not the
+    data (the same chart draws in time once the load passes), so the answer says to retry."""
+    if load >= cores:
+        return Timeout(
+            f"the chart did not finish in {RENDER_TIMEOUT_SECONDS:.0f} s because the server is busy "
+            f"(CPU load {load:.1f} on {cores} cores), not because of the data; retry in a minute"
+        )
+    return Timeout(
+        f"the chart took longer than {RENDER_TIMEOUT_SECONDS:.0f} s to draw; chart fewer points "
+        "(filter or aggregate) or a smaller size"
+    )
 
 
 def _reference(data: dict[str, Any], session_id: str | None) -> tuple[str, str, str] | None:
@@ -167,12 +183,18 @@ def register(app: App) -> None:
         data: Annotated[
             dict[str, Any] | list[dict[str, Any]],
             Field(
-                description="a query result {rows, columns}, a column map {column: [values]}, an analysis "
-                "result (correlation matrix, by_segment, by_month), or a reference {session_id, dataset}"
+                description="an analyze_data answer (drawn as its own view), a query result {rows, columns}, "
+                "a column map {column: [values]}, or a reference {session_id, dataset} / {session_id, key}"
             ),
         ],
-        chart_type: Annotated[ChartType, Field(description="what to draw")],
-        title: Annotated[str | None, Field(max_length=200, description="default: from the columns")] = None,
+        chart_type: Annotated[
+            ChartType,
+            Field(
+                description="what to draw; auto: an analysis result's own view (e.g. churn rate by "
+                "segment with intervals), else bars (a line over dates)"
+            ),
+        ] = "auto",
+        title: Annotated[str | None, Field(max_length=200, description="default: from the data")] = None,
         x_axis: Annotated[
             str | None, Field(max_length=200, description="x column (categories for bar/pie)")
         ] = None,
@@ -181,7 +203,10 @@ def register(app: App) -> None:
             Field(description="y column, or several for one series each (line, bar)"),
         ] = None,
         format: Annotated[
-            Literal["png", "svg", "html"], Field(description="html is interactive (plotly)")
+            Literal["png", "svg", "html"],
+            Field(
+                description="html is interactive (plotly, loaded from this server's /assets/plotly.min.js)"
+            ),
         ] = "png",
         width: Annotated[int, Field(ge=100, le=4000, description="pixels")] = 800,
         height: Annotated[int, Field(ge=100, le=4000, description="pixels")] = 600,
@@ -203,12 +228,9 @@ def register(app: App) -> None:
             Literal["auto", "x", "value_desc", "value_asc", "none"], Field(description="bar order")
         ] = "auto",
         part: Annotated[
-            str | None, Field(max_length=64, description="analysis result part to chart, e.g. by_month")
+            str | None,
+            Field(max_length=64, description="analysis result part to chart as a table, e.g. by_month"),
         ] = None,
-        plotly_js: Annotated[
-            Literal["inline", "cdn"],
-            Field(description="html: embed plotly.js (offline) or load it from a CDN"),
-        ] = "inline",
         session_id: Annotated[
             str | None, Field(description="session holding the data, or to save into")
         ] = None,
@@ -216,8 +238,8 @@ def register(app: App) -> None:
             str | None, Field(description="store the chart in session_id under this key")
         ] = None,
     ) -> ToolResult:
-        """Draw a chart (bar, grouped/stacked bar, line, scatter, histogram, heatmap, correlation heatmap, box,
-        pie) as base64 PNG, SVG or interactive HTML; large data is aggregated or sampled and `notes` say so."""
+        """Draw a chart as PNG, SVG or interactive HTML, stored on the server and returned as a resource link
+        (a small PNG also inline); `plotted` states the columns, aggregation and values drawn."""
         if save_as is not None and session_id is None:
             raise InvalidInput("save_as needs session_id: the session to store the chart in")
         if hue and group_by and hue != group_by:
@@ -235,7 +257,7 @@ def register(app: App) -> None:
             aggregate=aggregate,
             bins=bins,
             sort=sort,
-            plotly_js=plotly_js,
+            plotly_src=plotly_js_url(runtime.settings),
         )
         started = time.perf_counter()
         identity = current_identity()
@@ -250,35 +272,84 @@ def register(app: App) -> None:
         job = await render_off_loop(runtime, source, spec, part, inline=not isinstance(source, pd.DataFrame))
         if job.size_bytes > MAX_OUTPUT_BYTES:
             raise InvalidInput(
-                f"the chart is {job.size_bytes:,} bytes, above the {MAX_OUTPUT_BYTES:,} limit; use png, "
-                "a smaller width/height, fewer points, or plotly_js='cdn'"
+                f"the chart is {job.size_bytes:,} bytes, above the {MAX_OUTPUT_BYTES:,} one response can carry; "
+                "use png, a smaller width/height, or fewer points (filter or aggregate)"
             )
         answer: dict[str, Any] = {
-            "image": job.image,
             "format": job.format,
             "mime_type": job.mime_type,
             "dimensions": {"width": job.width, "height": job.height},
-            "chart_type": chart_type,
+            "chart_type": job.plotted["chart"],
             "title": job.title,
             "x_label": job.x_label,
             "y_label": job.y_label,
             "points": job.points,
             "notes": job.notes,
+            "plotted": job.plotted,
             "size_bytes": job.size_bytes,
-            "render_ms": round((time.perf_counter() - started) * 1000, 1),
         }
         if reference is not None:
             answer["source"] = {"session_id": reference[0], reference[1]: reference[2]}
         if save_as is not None and session_id is not None:
-            answer["saved"] = await session_store(runtime).save_value(
-                identity, session_id, save_as, answer, kind="chart"
+            saved = await session_store(runtime).save_chart(
+                identity, session_id, save_as, answer, job.content
             )
+            answer["saved"] = saved
+            link = {"uri": saved["uri"], "mime_type": job.mime_type, "size_bytes": job.size_bytes}
+        else:
+            stored = await artifact_store(runtime).put(identity, job.content, job.mime_type, job.title)
+            link = {key: stored[key] for key in ("uri", "mime_type", "size_bytes", "expires_at")}
+        answer["link"] = link
+        answer["render_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        preview = format == "png" and job.size_bytes <= MAX_PREVIEW_BYTES
         summary = (
-            f"{chart_type} chart '{answer['title']}' as {format}, {width}x{height} px, "
-            f"{answer['points']:,} rows; base64 in structured content 'image'"
-            + (f"; notes: {'; '.join(answer['notes'])}" if answer["notes"] else "")
+            f"{answer['chart_type']} chart '{job.title}' as {format}, {width}x{height} px, {job.points:,} rows; "
+            f"read it at {link['uri']}"
+            + (" (also shown inline)" if preview else "")
+            + (f"; notes: {'; '.join(job.notes)}" if job.notes else "")
+            + f"; plotted {plotted_text(job.plotted)}"
         )
-        content: list[Any] = [mcp_types.TextContent(type="text", text=summary)]
-        if format == "png":
-            content.insert(0, mcp_types.ImageContent(type="image", data=job.image, mime_type="image/png"))
+        content: list[Any] = [
+            mcp_types.TextContent(type="text", text=summary),
+            mcp_types.ResourceLink(
+                type="resource_link",
+                uri=link["uri"],
+                name=job.title[:100],
+                description=f"{answer['chart_type']} chart, {width}x{height} px",
+                mime_type=job.mime_type,
+                size=job.size_bytes,
+            ),
+        ]
+        if preview:
+            image = base64.b64encode(job.content).decode("ascii")
+            content.insert(0, mcp_types.ImageContent(type="image", data=image, mime_type="image/png"))
         return ToolResult(content=content, structured_content=answer)
+
+    @app.resource("artifact://{artifact_id}", roles=EVERYONE, name="artifact")
+    async def artifact(artifact_id: str) -> ResourceResult:
+        """A chart you drew without a session (kept an hour, for you only): the PNG, SVG or HTML file itself."""
+        meta, content = await artifact_store(runtime).get(current_identity(), artifact_id)
+        return ResourceResult([file_content(content, meta["mime_type"])])
+
+    _ = (create_visualization, artifact)
+
+
+def plotted_text(plotted: dict[str, Any], series: int = 3, labels: int = 12) -> str:
+    """The first values drawn, in brief for the text content (structured content has them all)."""
+    parts = []
+    for line in plotted["series"][:series]:
+        values = list(line["values"].items())
+        shown = ", ".join(
+            f"{label} {value:.4g}" if value is not None else f"{label} -" for label, value in values[:labels]
+        )
+        more = len(values) - labels + (line.get("labels_total", len(values)) - len(values))
+        parts.append(f"{line['name']}: {shown}" + (f" (+{more} more)" if more > 0 else ""))
+    hidden = len(plotted["series"]) - series
+    return "; ".join(parts) + (f"; +{hidden} more series" if hidden > 0 else "")
+
+
+def file_content(content: bytes, mime_type: str) -> ResourceContent:
+    """A stored file as resource content: text for SVG and HTML (readable as is), bytes for images."""
+    if mime_type.startswith("image/png"):
+        return ResourceContent(content, mime_type=mime_type)
+    return ResourceContent(content.decode("utf-8"), mime_type=mime_type)

@@ -29,9 +29,19 @@ async def sql_frame(runtime: Runtime, text: str, *args: Any) -> pd.DataFrame:
     return pd.DataFrame(await sql_rows(runtime, text, *args))
 
 
-async def analyze(client: Any, analysis_type: str, data_source: str = "database", **parameters: Any) -> dict:
+async def analyze(
+    client: Any, analysis_type: str, data_source: str = "database", detail: str = "full", **parameters: Any
+) -> dict:
+    """An analysis with its whole detail (figures are checked against SQL); the default summary is tested
+    on its own (tests/analytics/test_lean.py)."""
     return await call(
-        client, "analyze_data", data_source=data_source, analysis_type=analysis_type, parameters=parameters
+        client,
+        "analyze_data",
+        data_source=data_source,
+        analysis_type=analysis_type,
+        parameters=parameters,
+        detail=detail,
+        include_sql=True,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,6 @@ from statsmodels.stats.proportion import proportion_confint
 from mcp_server.stores import session_store
 from tests.analytics.helpers import ANALYST, analyze, close, session_with, sql_frame, sql_rows
 from tests.support import call, refusal
-from warehouse import aggregates
 
 # -- churn ---------------------------------------------------------------------------------------
 
@@ -122,111 +120,6 @@ async def test_monthly_churn_rate_uses_the_customers_active_at_the_start_of_each
         assert entry["active_at_start"] == row["active"]
         assert entry["churned"] == row["churned"]
         assert entry["churn_rate"] == close(row["churned"] / row["active"])
-
-
-# -- a scan split into block ranges (warehouse.aggregates.fetch_in_parts) ---------------------------
-
-CHURN_COUNTS = (
-    "SELECT account_type, count(*) AS n, count(*) FILTER (WHERE is_churned) AS k FROM customers GROUP BY 1"
-)
-TABLE_PAGES = "SELECT pg_relation_size('customers') / current_setting('block_size')::int AS pages"
-
-
-def _churn_statement() -> str:
-    return aggregates.statement("analysis_churn_segments", segment=aggregates.SEGMENTS["account_type"][0])
-
-
-def _summed(rows: list[Any]) -> dict[str, tuple[int, int]]:
-    totals: dict[str, tuple[int, int]] = {}
-    for row in rows:
-        customers, churned = totals.get(row["segment"], (0, 0))
-        totals[row["segment"]] = (customers + row["customers"], churned + row["churned"])
-    return totals
-
-
-async def test_a_churn_scan_split_into_block_ranges_counts_every_customer_once(runtime, monkeypatch):
-    expected = {row["account_type"]: (row["n"], row["k"]) for row in await sql_rows(runtime, CHURN_COUNTS)}
-    (size,) = await sql_rows(runtime, TABLE_PAGES)
-    monkeypatch.setattr(aggregates, "SPLIT_MIN_PAGES", 2)
-    runtime.db.table_pages.pop("customers", None)
-    whole = await aggregates.fetch_in_parts(runtime.db, _churn_statement(), "customers", None)
-    assert runtime.db.table_pages["customers"] == size["pages"] > 2  # learned from the statement itself
-    split = await aggregates.fetch_in_parts(runtime.db, _churn_statement(), "customers", None)
-    # One row per segment in one piece; each of the two block ranges holds every account type.
-    assert (len(whole), len(split)) == (len(expected), 2 * len(expected))
-    assert _summed(whole) == _summed(split) == expected
-
-
-@pytest.mark.parametrize("believed", [3, 1_000_000], ids=["smaller", "far larger"])
-async def test_a_stale_table_size_makes_uneven_parts_but_the_same_counts(runtime, monkeypatch, believed):
-    expected = {row["account_type"]: (row["n"], row["k"]) for row in await sql_rows(runtime, CHURN_COUNTS)}
-    (size,) = await sql_rows(runtime, TABLE_PAGES)
-    monkeypatch.setattr(aggregates, "SPLIT_MIN_PAGES", 2)
-    runtime.db.table_pages["customers"] = believed  # far larger: the second range holds no customer at all
-    rows = await aggregates.fetch_in_parts(runtime.db, _churn_statement(), "customers", None)
-    assert _summed(rows) == expected
-    assert runtime.db.table_pages["customers"] == size["pages"]  # and the real size is learned back
-
-
-async def test_parts_that_saw_different_data_versions_are_run_again_in_one_piece(
-    make_runtime, redis_prefix, monkeypatch
-):
-    async with make_runtime(customers=400, seed=8, redis_key_prefix=redis_prefix + "parts:") as fresh:
-        db = fresh.db
-        await aggregates.fetch_in_parts(db, _churn_statement(), "customers", None)  # learns the size
-        monkeypatch.setattr(aggregates, "SPLIT_MIN_PAGES", 2)
-        first_part_done = asyncio.Event()
-        ran: list[tuple[Any, ...]] = []
-        real_fetch = aggregates.fetch
-
-        async def fetch(pool: Any, text: str, *args: Any, **kwargs: Any) -> Any:
-            low = args[-2]
-            if low != (0, 0):  # the second part starts only after a load has committed every churn
-                await first_part_done.wait()
-                async with db.connection() as conn, conn.transaction():
-                    await conn.execute(
-                        "UPDATE customers SET is_churned = true, churn_date = created_at WHERE NOT is_churned"
-                    )
-                    await conn.execute("UPDATE mcp_internal.data_version SET version = version + 1")
-            rows = await real_fetch(pool, text, *args, **kwargs)
-            ran.append(args[-2:])
-            first_part_done.set()
-            return rows
-
-        monkeypatch.setattr(aggregates, "fetch", fetch)
-        rows = await aggregates.fetch_in_parts(db, _churn_statement(), "customers", None)
-        async with db.connection() as conn:
-            after = {row["account_type"]: (row["n"], row["k"]) for row in await conn.fetch(CHURN_COUNTS)}
-    assert len(ran) == 3 and ran[2] == (aggregates._FIRST_TID, aggregates._PAST_LAST_TID)
-    assert all(customers == churned for customers, churned in after.values())  # the load's data
-    assert _summed(rows) == after  # not the first part's old counts added to the second part's new ones
-
-
-async def test_churn_rate_from_a_split_scan_equals_the_sql_figures(runtime, connect, monkeypatch):
-    expected = await sql_rows(runtime, CHURN_COUNTS)
-    (size,) = await sql_rows(runtime, TABLE_PAGES)
-    monkeypatch.setattr(aggregates, "SPLIT_MIN_PAGES", 2)
-    runtime.db.table_pages["customers"] = size["pages"]
-    ranges: list[tuple[Any, ...]] = []
-    real_fetch = aggregates.fetch
-
-    async def fetch(pool: Any, text: str, *args: Any, **kwargs: Any) -> Any:
-        ranges.append(args[-2:])
-        return await real_fetch(pool, text, *args, **kwargs)
-
-    monkeypatch.setattr(aggregates, "fetch", fetch)
-    async with connect("analyst") as client:
-        answer = await analyze(client, "churn_rate", confidence=0.9)
-    half = (size["pages"] // 2, 0)
-    assert sorted(ranges) == [(aggregates._FIRST_TID, half), (half, aggregates._PAST_LAST_TID)]
-    assert answer["metadata"]["cached"] is False
-    results = answer["results"]
-    assert results["customers"] == sum(row["n"] for row in expected)
-    for row in expected:
-        segment = results["by_segment"][row["account_type"]]
-        assert (segment["customers"], segment["churned"]) == (row["n"], row["k"])
-        low, high = proportion_confint(row["k"], row["n"], alpha=0.1, method="wilson")
-        assert (segment["ci_low"], segment["ci_high"]) == (close(low), close(high))
 
 
 # -- ARPU ----------------------------------------------------------------------------------------
@@ -552,7 +445,7 @@ async def test_regenerated_data_is_never_answered_from_the_old_cache(make_runtim
     [
         (
             {"analysis_type": "churn_rates"},
-            "unknown analysis_type 'churn_rates'; available: ",  # every type; the list grows
+            "analysis_type: Input should be 'anomalies', 'arpu',",  # the schema's enum: every type
         ),
         ({"data_source": "warehouse"}, "data_source 'warehouse' is neither 'database' nor a session id"),
         (

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
+import random
 import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,4 +131,60 @@ def with_entity_declaration(xlsx: bytes) -> bytes:
             if item.filename == "xl/workbook.xml":
                 data = b'<!DOCTYPE workbook [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>' + data
             target.writestr(item, data)
+    return buffer.getvalue()
+
+
+def deflated_zeros(size: int) -> bytes:
+    """A zlib stream that inflates to `size` zero bytes, about size / 1,000 bytes long, built without
+    holding `size` bytes: one fully flushed deflate block of zeros repeated (each needs no earlier data)."""
+    block_bytes = 1_048_576
+    assert size % block_bytes == 0
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: the zlib frame is written here
+    block = deflater.compress(b"\0" * block_bytes) + deflater.flush(zlib.Z_FULL_FLUSH)
+    final = zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # an empty last block ends the stream
+    adler = (size % 65_521) << 16 | 1  # Adler-32 of zeros: a stays 1, b counts the bytes
+    return b"\x78\xda" + block * (size // block_bytes) + final + adler.to_bytes(4, "big")
+
+
+def pdf_with_content_stream(stream: bytes, filters: str = "/FlateDecode") -> bytes:
+    """A one-page PDF, written byte by byte with a correct xref table, whose page content is `stream`."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << >> >>",
+        b"<< /Length %d /Filter %s >>\nstream\n" % (len(stream), filters.encode()) + stream + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+@functools.cache
+def pdf_bomb(inflated: int = 1_073_741_824) -> bytes:
+    """Under 1.1 MB of PDF whose page content stream inflates to `inflated` bytes (1 GiB by default)."""
+    return pdf_with_content_stream(deflated_zeros(inflated))
+
+
+@functools.cache
+def xlsx_part_bomb(inflated_mb: int = 200) -> bytes:
+    """An xlsx-shaped zip whose sheet part inflates about 110 times (under the 200 ratio check) to
+    `inflated_mb` MiB: only an absolute cap on what a part inflates to refuses it."""
+    rng = random.Random(7)
+    piece = bytearray(b" " * 1_048_576)
+    for position in range(0, len(piece), 400):
+        piece[position] = rng.randrange(33, 127)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+        with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as part:
+            for _ in range(inflated_mb):
+                part.write(piece)
     return buffer.getvalue()

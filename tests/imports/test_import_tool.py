@@ -180,7 +180,8 @@ async def test_a_chart_from_an_imported_dataset_renders(as_user: Callable[[str],
             x_axis="tenure_days",
             y_axis="monthly_spend",
         )
-    png = base64.b64decode(chart["image"])
+        (content,) = await client.read_resource(chart["link"]["uri"])  # the chart travels by reference
+    png = base64.b64decode(content.blob)
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and chart["points"] == 120
 
 
@@ -379,7 +380,7 @@ async def test_an_admin_copies_an_imported_dataset_into_a_sandbox_table_the_read
             analyst, "load_to_table", session_id=session, dataset="d", table="mine"
         )
     async with import_runtime.db.connection() as conn, conn.transaction():
-        await conn.execute("SET LOCAL ROLE analytics_mcp_reader")
+        await conn.execute(f'SET LOCAL ROLE "{import_runtime.db.query_role}"')  # the query role's grants
         row = await conn.fetchrow(
             "SELECT count(*) AS n, sum(monthly_spend) AS spend, count(quality) AS quality, "
             "sum(tenure_days) AS tenure, count(*) FILTER (WHERE churned) AS churned, min(joined) AS first, "

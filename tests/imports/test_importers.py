@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 
 import importers.delimited
@@ -14,13 +17,17 @@ from analytics.errors import InvalidInput
 from importers import ImportOptions, Limits, parse_file
 from tests.imports.files import (
     csv_bytes,
+    deflated_zeros,
     frame_rows,
+    pdf_bomb,
     pdf_bytes,
+    pdf_with_content_stream,
     revenue_table,
     sample_frame,
     text_only_pdf,
     with_entity_declaration,
     xlsx_bytes,
+    xlsx_part_bomb,
     zip_bomb_xlsx,
 )
 
@@ -270,3 +277,88 @@ def test_a_pdf_without_tables_and_a_file_that_is_not_a_pdf_are_refused() -> None
         b"a,b\n1,2\n", format="pdf"
     )
     assert "not a readable PDF" in refused(b"%PDF-1.7\n" + b"garbage " * 200)
+
+
+# Decompression bombs and encodings
+
+
+def test_a_pdf_whose_content_stream_inflates_to_1_gib_is_refused_before_it_is_inflated() -> None:
+    bomb = pdf_bomb()
+    assert len(bomb) < 1_100_000
+    message = refused(bomb)
+    assert message.startswith("a stream of page 1 inflates past 50,000,000 bytes")
+    assert "decompression bomb" in message
+    assert "past 1,000,000 bytes" in refused(bomb, limits=Limits(max_stream_bytes=1_000_000))
+
+
+def test_a_pdf_stream_behind_two_flate_filters_is_measured_through_both() -> None:
+    double = zlib.compress(deflated_zeros(64 * 1_048_576))  # 64 MiB of zeros, deflated twice: ~1 KB
+    assert len(double) < 100_000
+    content = pdf_with_content_stream(double, "[/FlateDecode /FlateDecode]")
+    assert "inflates past 50,000,000 bytes" in refused(content)
+
+
+def test_the_streams_of_a_pdf_together_are_capped_by_the_import_size() -> None:
+    content = pdf_with_content_stream(deflated_zeros(2 * 1_048_576))
+    message = refused(content, limits=Limits(max_bytes=1_000_000))
+    assert message.startswith("the PDF's streams inflate past 1,000,000 bytes in all (by page 1")
+    assert "options.pages" in message
+
+
+def test_a_pdf_stream_with_a_broken_checksum_is_still_read_as_pdfminer_reads_it() -> None:
+    table = pdf_bytes(revenue_table(10))
+    stream = zlib.compress(b"0 0 m 10 10 l S\n" * 10)
+    broken = stream[:-4] + bytes(4)  # pdfminer keeps what inflates before a bad Adler-32
+    assert "no tables found on page(s) 1" in refused(pdf_with_content_stream(broken))
+    assert len(parse_file(table, limits=Limits(max_stream_bytes=100_000)).frame) == 10
+
+
+def test_an_xlsx_part_inflating_past_the_cap_under_the_ratio_limit_is_refused_before_openpyxl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("openpyxl must not open a zip bomb")
+
+    monkeypatch.setattr(importers.excel, "load_workbook", never)
+    bomb = xlsx_part_bomb(200)
+    part = zipfile.ZipFile(io.BytesIO(bomb)).getinfo("xl/worksheets/sheet1.xml")
+    assert part.file_size / part.compress_size < Limits().max_compression_ratio
+    message = refused(bomb)
+    assert message.startswith("xlsx part 'xl/worksheets/sheet1.xml' inflates past 50,000,000 bytes")
+    assert "possible zip bomb" in message
+
+
+def test_an_xlsx_part_is_measured_by_what_it_really_inflates_to_not_only_its_declared_size() -> None:
+    bomb = xlsx_part_bomb(3)
+    assert "inflates past 2,000,000 bytes" in refused(bomb, limits=Limits(max_stream_bytes=2_000_000))
+    # a directory that understates the part's size: the counted read stops and refuses it
+    understated = bytearray(bomb)
+    directory = understated.rfind(b"PK\x01\x02", 0, len(understated))
+    while understated[directory + 46 : directory + 46 + 24] != b"xl/worksheets/sheet1.xml":
+        directory = understated.rfind(b"PK\x01\x02", 0, directory)
+    understated[directory + 24 : directory + 28] = (1_000).to_bytes(4, "little")  # uncompressed size
+    message = refused(bytes(understated))
+    assert message == "the xlsx archive is damaged; save the workbook again"
+
+
+def test_ordinary_pdfs_and_workbooks_import_under_small_stream_caps() -> None:
+    small = Limits(max_stream_bytes=200_000)
+    pdf = parse_file(pdf_bytes(revenue_table(90)), limits=small)
+    assert len(pdf.frame) == 90
+    original = sample_frame(300)
+    xlsx = parse_file(xlsx_bytes({"Data": frame_rows(original)}), limits=small)
+    assert_same_frame(xlsx.frame, original)
+
+
+@pytest.mark.parametrize("encoding", ["zlib_codec", "rot13", "base64", "hex", "bz2", "uu", "quopri"])
+def test_a_codec_that_is_not_a_text_encoding_is_refused_as_an_option(encoding: str) -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        ImportOptions(encoding=encoding)
+    assert f"'{encoding}' is not a text encoding" in str(caught.value)
+
+
+@pytest.mark.parametrize("encoding", ["idna", "punycode", "undefined", "utf-7"])
+def test_a_text_encoding_that_cannot_decode_the_file_is_refused_naming_it(encoding: str) -> None:
+    content = b"name,city\nAnn,Orl\xe9ans\nBob,N\xeemes\n"
+    message = refused(content, options=ImportOptions(encoding=encoding))
+    assert f"not valid {encoding} text" in message or f"cannot be read as {encoding} text" in message

@@ -71,15 +71,16 @@ def compose_config(tmp_path: Path, *files: str, env: dict[str, str]) -> subproce
     return subprocess.run([*binary, *arguments, "config"], capture_output=True, text=True, env=clean)
 
 
-def test_the_stack_has_the_five_services_each_with_a_healthcheck_and_waits_for_healthy_dependencies():
+def test_the_stack_has_the_six_services_each_with_a_healthcheck_and_waits_for_healthy_dependencies():
     services = load("docker-compose.yml")["services"]
-    assert set(services) == {"mcp-server", "postgres", "redis", "pgadmin", "redis-commander"}
+    assert set(services) == {"mcp-server", "postgres", "redis", "redis-cache", "pgadmin", "redis-commander"}
     for name, service in services.items():
         assert service["healthcheck"]["test"], name
         assert service["restart"] == "unless-stopped", name
     assert services["mcp-server"]["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
         "redis": {"condition": "service_healthy"},
+        "redis-cache": {"condition": "service_healthy"},
     }
     assert services["redis-commander"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
     assert services["postgres"]["image"].startswith("postgres:")
@@ -92,6 +93,28 @@ def test_the_stack_has_the_five_services_each_with_a_healthcheck_and_waits_for_h
     assert any("postgres-data:" in volume for volume in services["postgres"]["volumes"])
     assert "./deploy/pgadmin/servers.json:/pgadmin4/servers.json:ro" in services["pgadmin"]["volumes"]
     assert services["redis-commander"]["environment"]["REDIS_HOSTS"].startswith("sessions:redis:6379:0:")
+
+
+def _flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_redis_memory_is_bounded_sessions_are_never_evicted_and_cached_answers_are_evicted_lru():
+    services = load("docker-compose.yml")["services"]
+    sessions, cache = services["redis"]["command"], services["redis-cache"]["command"]
+    assert _flag(sessions, "--maxmemory") == "${REDIS_MAXMEMORY:-1gb}"
+    assert _flag(sessions, "--maxmemory-policy") == "noeviction"
+    assert _flag(cache, "--maxmemory") == "${CACHE_REDIS_MAXMEMORY:-256mb}"
+    assert _flag(cache, "--maxmemory-policy") == "allkeys-lru"
+    assert _flag(cache, "--appendonly") == "no" and _flag(cache, "--save") == ""  # nothing worth keeping
+    assert "--requirepass" in cache and services["redis-cache"]["image"].startswith("redis:")
+    environment = services["mcp-server"]["environment"]
+    assert environment["CACHE_REDIS_URL"].endswith("@redis-cache:6379/0")
+    assert environment["REDIS_URL"].endswith("@redis:6379/0")
+    # The scale-out shares both Redis services and overrides neither.
+    scale = load("docker-compose.scale.yml")["services"]
+    assert "redis" not in scale and "redis-cache" not in scale
+    assert "CACHE_REDIS_URL" not in scale["mcp-server"]["environment"]
 
 
 def _secret_values(node: object, path: str = "") -> list[tuple[str, str]]:
@@ -117,8 +140,9 @@ def _secret_values(node: object, path: str = "") -> list[tuple[str, str]]:
 def test_every_secret_in_the_compose_files_comes_from_the_environment(name):
     secrets = _secret_values(load(name))
     for where, value in secrets:
-        if where.endswith("DATABASE_READ_URL"):
-            assert value == "${DATABASE_READ_URL:-}"
+        optional = where.rsplit(".", 1)[-1]
+        if optional in ("DATABASE_READ_URL", "DATABASE_QUERY_URL"):  # optional, empty unless set in .env
+            assert value == "${" + optional + ":-}"
             continue
         # Each password-like value embeds a required ${VAR:?...}; nothing else is written literally.
         assert re.search(r"\$\{[A-Z_]+:\?", value), f"{name} {where} is not taken from .env: {value!r}"
@@ -153,6 +177,11 @@ def test_docker_compose_config_validates_the_stack_and_refuses_missing_secrets(t
         "postgresql://analytics:sample-postgres_password@postgres:5432/analytics"
     )
     assert server["environment"]["REDIS_URL"] == "redis://:sample-redis_password@redis:6379/0"
+    assert server["environment"]["CACHE_REDIS_URL"] == "redis://:sample-redis_password@redis-cache:6379/0"
+    cache_command = rendered["services"]["redis-cache"]["command"]
+    assert _flag(cache_command, "--maxmemory") == "256mb"
+    assert _flag(cache_command, "--maxmemory-policy") == "allkeys-lru"
+    assert _flag(rendered["services"]["redis"]["command"], "--maxmemory-policy") == "noeviction"
     missing = compose_config(tmp_path, "docker-compose.yml", env={**SAMPLE_ENV, "REDIS_PASSWORD": ""})
     assert missing.returncode != 0
     assert "REDIS_PASSWORD" in missing.stderr

@@ -23,7 +23,7 @@ from warehouse import sandbox, sql
 from warehouse.sqlguard import normalised
 
 # The analytics tables, mcp_internal (minus the server's own per-call logs, query_log and audit_log, which
-# grow with every call by design), the public schema's relations, large objects and the reader role.
+# grow with every call by design), the public schema's relations, large objects and the query role.
 FINGERPRINT = """
 SELECT (SELECT count(*) FROM customers) AS customers,
        (SELECT sum(age) FROM customers) AS customer_ages,
@@ -37,7 +37,8 @@ SELECT (SELECT count(*) FROM customers) AS customers,
        (SELECT count(*) FROM mcp_internal.session_archive) AS archived_sessions,
        (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace) AS public_relations,
        (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
-       (SELECT rolsuper FROM pg_roles WHERE rolname = 'analytics_mcp_reader') AS reader_is_superuser
+       (SELECT bool_or(rolsuper) FROM pg_roles
+        WHERE rolname IN (SELECT role_name FROM mcp_internal.query_login)) AS reader_is_superuser
 """
 
 
@@ -90,7 +91,7 @@ async def test_legitimate_queries_run(connect, query):
     async with connect("analyst") as client:
         answer = await call(client, "query_database", query=query)
     assert answer["row_count"] == len(answer["rows"]) > 0
-    assert answer["truncated"] is (answer["row_count"] == 1_000)  # TABLE customers has 2,000 rows
+    assert answer["truncated"] is (answer["row_count"] == 100)  # the default page; customers has 2,000 rows
 
 
 async def test_a_join_with_aggregation_matches_plain_sql(connect, runtime):
@@ -239,7 +240,7 @@ async def test_three_million_rows_come_back_truncated_and_the_server_still_serve
         )
         after = await call(client, "query_database", query="SELECT count(*) AS n FROM customers")
     assert answer["truncated"] is True and answer["truncated_by"] == "rows"
-    assert answer["row_count"] == 1_000 and len(answer["rows"]) == 1_000
+    assert answer["row_count"] == 100 and len(answer["rows"]) == 100  # the default page
     assert answer["rows"][0] == {"g": 1, "h": hashlib.md5(b"1").hexdigest()}  # noqa: S324
     assert "save_as" in answer["hint"]
     assert after["rows"] == [{"n": 2_000}]
@@ -266,7 +267,7 @@ async def test_max_rows_above_the_server_cap_is_refused_with_the_alternative(con
     assert f"{cap:,}" in message and "save_as" in message
 
 
-async def test_queries_run_as_the_reader_role_even_though_database_url_is_a_superuser(connect, runtime):
+async def test_queries_run_as_the_query_role_even_though_database_url_is_a_superuser(connect, runtime):
     async with runtime.db.connection() as conn:
         assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     async with connect("analyst") as client:
@@ -277,11 +278,12 @@ async def test_queries_run_as_the_reader_role_even_though_database_url_is_a_supe
             "AS can_read_internal, current_setting('transaction_read_only') AS read_only",
         )
     assert answer["rows"] == [
-        {"acting": "analytics_mcp_reader", "can_read_internal": False, "read_only": "on"}
+        {"acting": runtime.db.query_role, "can_read_internal": False, "read_only": "on"}
     ]
+    assert runtime.db.query_role.startswith("analytics_mcp_query_")
 
 
-async def test_the_reader_role_alone_refuses_internal_tables_files_and_writes(runtime):
+async def test_the_query_role_alone_refuses_internal_tables_files_and_writes(runtime):
     """The layers under the guard, exercised with the guard out of the way."""
     begin = sql.load("query_begin").format(statement_timeout_ms=5_000, idle_timeout_ms=10_000)
     statements = {
@@ -292,7 +294,7 @@ async def test_the_reader_role_alone_refuses_internal_tables_files_and_writes(ru
         "SELECT lo_import('/etc/hostname')": asyncpg.InsufficientPrivilegeError,
         "CREATE TABLE public.stolen AS SELECT * FROM customers": asyncpg.ReadOnlySQLTransactionError,
     }
-    async with runtime.db.connection() as conn:
+    async with runtime.db.connection(read=True, query=True) as conn:
         for statement, expected in statements.items():
             await conn.execute(begin)
             try:
@@ -300,7 +302,7 @@ async def test_the_reader_role_alone_refuses_internal_tables_files_and_writes(ru
                     await conn.execute(statement)
             finally:
                 await conn.execute("ROLLBACK")
-        assert await conn.fetchval("SELECT current_user") != "analytics_mcp_reader"  # rolled back
+        assert await conn.fetchval("SELECT current_user") == runtime.db.query_role  # its login, not a SET
 
 
 async def test_json_output_handles_uuid_decimal_timestamps_intervals_and_nan(connect):
@@ -448,7 +450,7 @@ async def test_save_as_stores_the_full_result_in_the_session_and_returns_a_previ
             session_id=session["session_id"],
             save_as="big_payments",
         )
-    assert answer["row_count"] == len(answer["rows"]) == 20
+    assert answer["row_count"] == len(answer["rows"]) == 10  # the preview; the session has them all
     assert answer["dataset"]["name"] == "big_payments"
     assert answer["dataset"]["shape"] == [expected_rows, 4]
     types = {column["name"]: column["type"] for column in answer["dataset"]["columns"]}

@@ -75,16 +75,18 @@ async def test_the_churn_workflow_followed_literally_ends_with_a_saved_analysis_
         assert segment["churn_rate"] == pytest.approx(row["churned"] / row["n"], rel=1e-12)
     assert results["overall_churn_rate"] == pytest.approx(sum(r["churned"] for r in rows) / customers)
 
-    # The chart is a real PNG, stored in the session.
+    # The chart is a real PNG, stored in the session: session_read gives its metadata and a link.
     stored = chart["value"]
     assert stored["format"] == "png"
-    assert base64.b64decode(stored["image"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert chart["link"]["uri"] == f"session://{session_id}/churn_by_account_type_chart"
     assert dataset["value"]["rows"] == customers
     assert findings["value"]["evidence"][-1] == "churn_by_account_type_chart"
 
     # The session resource lists everything the workflow saved.
     async with Client(app_for(runtime, "analyst").mcp) as client:
         contents = await client.read_resource(f"session://{session_id}")
+        (picture,) = await client.read_resource(chart["link"]["uri"])
+    assert base64.b64decode(picture.blob)[:8] == b"\x89PNG\r\n\x1a\n"
     described = json.loads(contents[0].text)
     keys = {item["key"]: item["kind"] for item in described["keys"]}
     assert keys["churn_by_account_type"] == "analysis"

@@ -1,14 +1,17 @@
 """GET /metrics exposes per-tool calls, errors and latency, sessions, caches, pool and health, with
-the right counts after known calls; summary_snapshot shows p50/p95/p99 per tool."""
+the right counts after known calls; summary_snapshot shows admins p50/p95/p99 per tool from the histogram."""
 
 from __future__ import annotations
 
 import httpx
+import numpy as np
 from fastmcp import Client
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_server.cache import Cache
-from mcp_server.observability import reservoir
+from mcp_server.metrics import LATENCY_BUCKETS
+from mcp_server.observability import latency_percentiles
 from tests.conftest import app_for
 from tests.mcp_server.test_http import serving
 from tests.security.conftest import instance
@@ -27,7 +30,9 @@ def value(found, name, **labels):
     return found.get((name, tuple(sorted(labels.items()))))
 
 
-async def test_metrics_count_known_calls_errors_sessions_cache_events_pool_and_health(runtime, fresh_prefix):
+async def test_metrics_count_known_calls_errors_sessions_cache_events_pool_and_health(
+    runtime, fresh_prefix, api_keys
+):
     rt = instance(runtime, fresh_prefix)
     async with Client(app_for(rt, "analyst").mcp) as client:
         for _ in range(3):
@@ -44,7 +49,7 @@ async def test_metrics_count_known_calls_errors_sessions_cache_events_pool_and_h
     await cache.get({"q": 1})
     await cache.get({"q": 1})
     async with serving(rt) as url, httpx.AsyncClient() as http:
-        response = await http.get(f"{url}/metrics")
+        response = await http.get(f"{url}/metrics", headers={"X-API-Key": api_keys["viewer"]})
     assert response.status_code == 200
     found = samples(response.text)
     assert value(found, "analytics_mcp_tool_calls_total", tool="summary_snapshot", outcome="ok") == 3
@@ -68,19 +73,34 @@ async def test_metrics_count_known_calls_errors_sessions_cache_events_pool_and_h
     assert value(found, "analytics_mcp_db_pool_waiters") == 0
 
 
-async def test_summary_snapshot_reports_latency_percentiles_per_tool_shared_through_redis(
+async def test_summary_snapshot_shows_admins_the_latency_percentiles_of_the_duration_histogram(
     runtime, fresh_prefix
 ):
-    first, second = instance(runtime, fresh_prefix), instance(runtime, fresh_prefix)
-    async with Client(app_for(first, "analyst").mcp) as a, Client(app_for(second, "analyst").mcp) as b:
+    rt = instance(runtime, fresh_prefix)
+    async with Client(app_for(rt, "analyst").mcp) as analyst, Client(app_for(rt, "admin").mcp) as admin:
         for _ in range(4):
-            await call(a, "summary_snapshot")
-        await refusal(a, "session_read", session_id="00000000-0000-4000-8000-000000000000", key="k")
-        await call(b, "summary_snapshot")
-        await reservoir(first).writer.flush()  # what its background task does within half a second
-        snapshot = await call(b, "summary_snapshot")  # sees the other instance's calls too
+            await call(analyst, "summary_snapshot")
+        await refusal(analyst, "session_read", session_id="00000000-0000-4000-8000-000000000000", key="k")
+        seen_by_analyst = await call(analyst, "summary_snapshot")
+        snapshot = await call(admin, "summary_snapshot")
+    assert "latency_ms" not in seen_by_analyst  # every caller's calls: not an analyst's business
     latency = snapshot["latency_ms"]
-    assert latency["summary_snapshot"]["samples"] == 5
+    assert latency["summary_snapshot"]["samples"] == 5  # the admin's own call is still running
     assert latency["session_read"]["samples"] == 1
+    assert "query_database" not in latency  # declared, never called
     stats = latency["summary_snapshot"]
     assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
+
+
+def test_percentiles_from_the_histogram_match_numpy_within_a_bucket():
+    durations = Histogram(
+        "probe_seconds", "probe", ("tool",), registry=CollectorRegistry(), buckets=LATENCY_BUCKETS
+    )
+    observed = np.linspace(0.0101, 0.0249, 99)  # spread evenly inside the 10-25 ms bucket
+    for seconds in observed:
+        durations.labels(tool="probe").observe(seconds)
+    found = latency_percentiles(durations)["probe"]
+    assert found["samples"] == 99
+    for percentile in (50, 95, 99):
+        expected_ms = float(np.percentile(observed, percentile)) * 1000
+        assert abs(found[f"p{percentile}_ms"] - expected_ms) < 0.2

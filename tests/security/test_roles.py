@@ -27,6 +27,7 @@ EXPECTED_TOOL_ROLES = {
     "session_extend": ANALYST,
     "session_restore": ANALYST,
     "session_delete": ADMIN,
+    "session_delete_key": ANALYST,
     "session_rotate_keys": ADMIN,
 }
 # Tools the contract names: they must exist (the matrix above may list optional extras).
@@ -48,6 +49,8 @@ EXPECTED_RESOURCE_ROLES = {
     "docs://data_dictionary": ANALYST,
     "templates://analysis/{type}": ANALYST,
     "session://{session_id}": EVERYONE,
+    "session://{session_id}/{key}": EVERYONE,
+    "artifact://{artifact_id}": EVERYONE,
 }
 EXPECTED_PROMPT_ROLES = {
     "churn_analysis": ANALYST,
@@ -161,7 +164,8 @@ async def test_a_resource_or_prompt_without_a_role_declaration_is_unlisted_and_u
         assert "probe://undeclared" not in {str(r.uri) for r in await client.list_resources()}
         assert "undeclared_prompt" not in {p.name for p in await client.list_prompts()}
         with pytest.raises(
-            McpError, match="no resource 'probe://undeclared'; resources: docs://data_dictionary"
+            McpError,
+            match="no resource 'probe://undeclared'; resources: artifact://.*, docs://data_dictionary",
         ):
             await client.read_resource("probe://undeclared")
         with pytest.raises(McpError, match="no prompt 'undeclared_prompt' is available to your key"):

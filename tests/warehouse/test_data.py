@@ -161,37 +161,32 @@ async def test_the_planted_effects_are_in_the_loaded_data(runtime):
     assert mismatched == 0
 
 
-async def test_only_a_connection_vouched_untouched_skips_the_reset_on_release(make_runtime):
-    """The data-version read returns its connection without a reset round trip; every other use of a
-    pooled connection is still reset, so no session setting leaks to the next holder."""
+async def test_a_session_setting_never_leaks_to_the_next_holder_of_a_pooled_connection(make_runtime):
     async with make_runtime(customers=None, pool_min_size=1, pool_max_size=1) as rt:
         async with rt.db.connection(read=True) as conn:
             pid = conn.get_server_pid()
             await conn.execute("SET work_mem = '7MB'")
+        assert await rt.db.data_version() >= 0
         async with rt.db.connection(read=True) as conn:
             assert conn.get_server_pid() == pid  # the same session, reset on release
             assert await conn.fetchval("SHOW work_mem") != "7MB"
-            await conn.execute("SET work_mem = '7MB'")
-            conn.untouched()  # a false vouch, to see that the reset is really skipped
-        async with rt.db.connection(read=True) as conn:
-            assert await conn.fetchval("SHOW work_mem") == "7MB"
-            await conn.execute("SET work_mem = '9MB'")
-        assert await rt.db.data_version() >= 0  # untouched, honestly: the reset after the SET above stands
-        async with rt.db.connection(read=True) as conn:
-            assert conn.get_server_pid() == pid
-            assert await conn.fetchval("SHOW work_mem") not in ("7MB", "9MB")
 
 
-async def test_an_analysis_connection_released_in_the_background_is_reset_before_anyone_reuses_it(
-    make_runtime,
-):
+async def test_analyses_run_with_jit_off_and_more_work_mem_as_settings_of_their_connections(make_runtime):
     from warehouse import aggregates
 
+    settings = (
+        "SELECT current_setting('jit') AS jit, current_setting('work_mem') AS work_mem, "
+        "current_setting('plan_cache_mode') AS plan_cache_mode"
+    )
+    expected = {"jit": "off", "work_mem": "64MB", "plan_cache_mode": "force_custom_plan"}
     async with make_runtime(customers=50, pool_min_size=1, pool_max_size=1) as rt:
-        rows = await aggregates.fetch(rt.db, "SELECT current_setting('work_mem') AS work_mem")
-        assert rows[0]["work_mem"] == "64MB"  # ANALYSIS_SETTINGS applied for the statement
-        async with rt.db.connection(read=True) as conn:  # the only connection: waits for its reset
+        assert dict((await aggregates.fetch(rt.db, settings))[0]) == expected
+        async with rt.db.connection(read=True) as conn:  # a holder changes one: reset on release ...
+            await conn.execute("SET work_mem = '7MB'")
+        # ... to the connection's own settings, not PostgreSQL's defaults: no SET round trip per call
+        assert dict((await aggregates.fetch(rt.db, settings))[0]) == expected
+        async with rt.db.connection(read=True) as conn:
+            assert dict(await conn.fetchrow(settings)) == expected
+        async with rt.db.connection(query=True) as conn:  # agent SQL runs with the server's own settings
             assert await conn.fetchval("SHOW work_mem") != "64MB"
-        await aggregates.fetch(rt.db, "SELECT 1 AS one")
-        assert rt.db._releases  # still on its way back when the runtime closes ...
-    assert not rt.db._releases  # ... and close waited for it

@@ -1,0 +1,87 @@
+"""Database seconds per API user: query_database may spend QUERY_SECONDS_PER_MINUTE seconds of query
+time per user per minute, counted in Redis so every instance draws on one budget.
+
+Checked before a query starts (a spent budget refuses it) and charged with the query's actual duration
+when it ends, whatever its outcome: a query that timed out used the database as long as one that
+answered. The window starts with the first charge and lasts a minute (the key's expiry, Redis's clock).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from analytics.errors import RateLimited
+from mcp_server import metrics
+from mcp_server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+
+# KEYS[1] the user's seconds in the current window; ARGV seconds to add, window ms. Returns the new total.
+_CHARGE = """
+local used = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return used
+"""
+
+
+class QuerySeconds:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.budget = runtime.settings.query_seconds_per_minute
+        self._charge = runtime.redis.register_script(_CHARGE)
+
+    def _key(self, user_id: str) -> str:
+        return self.runtime.key("query_seconds", user_id)
+
+    async def check(self, user_id: str) -> None:
+        """Raise RateLimited when `user_id` has spent its seconds in the current window."""
+        try:
+            async with self.runtime.redis.pipeline(transaction=False) as pipe:
+                pipe.get(self._key(user_id))
+                pipe.pttl(self._key(user_id))
+                used, ttl_ms = await pipe.execute()
+        except Exception as error:  # noqa: BLE001 - Redis trouble must not stop queries
+            log.warning("query seconds check skipped", extra={"error": type(error).__name__})
+            return
+        if used is None or float(used) < self.budget:
+            return
+        seconds = max(1, math.ceil((ttl_ms if ttl_ms > 0 else WINDOW_SECONDS * 1000) / 1000))
+        metrics.counter(
+            self.runtime, "analytics_mcp_query_seconds_refused_total", "Queries refused: query seconds spent"
+        ).inc()
+        raise RateLimited(
+            f"query time budget spent: {self.budget} database seconds per {WINDOW_SECONDS} s for this "
+            f"API key (QUERY_SECONDS_PER_MINUTE); retry after {seconds} s or make queries cheaper",
+            retry_after=seconds,
+        )
+
+    async def charge(self, user_id: str, seconds: float) -> None:
+        try:
+            await self._charge(keys=[self._key(user_id)], args=[f"{seconds:.6f}", WINDOW_SECONDS * 1000])
+        except Exception as error:  # noqa: BLE001
+            log.warning("query seconds not charged", extra={"error": type(error).__name__})
+
+    @asynccontextmanager
+    async def spent(self, user_id: str) -> AsyncIterator[None]:
+        """Check before the block, then charge how long it ran (even when it failed)."""
+        await self.check(user_id)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            await self.charge(user_id, time.perf_counter() - started)
+
+
+def query_seconds(runtime: Runtime) -> QuerySeconds:
+    found = runtime.extras.get("query_seconds")
+    if found is None:
+        found = runtime.extras["query_seconds"] = QuerySeconds(runtime)
+    return found
