@@ -373,18 +373,14 @@ def churn_analysis(
         "Chart churn by segment and keep the chart",
         call(
             "create_visualization",
-            data={"session_id": SESSION_ID, "dataset": dataset},
-            chart_type="bar",
-            x_axis=group,
-            y_axis="is_churned",
-            aggregate="mean",
+            data={"session_id": SESSION_ID, "key": analysis},
             title=f"Churn rate by {group}",
             format="png",
             session_id=SESSION_ID,
             save_as=chart,
         ),
-        "The mean of is_churned per segment is its churn rate. Check that the bars match the rates "
-        "of the previous analysis; mention the intervals in the caption, the bars do not show them.",
+        "The saved analysis charts as its churn rate per segment with the confidence intervals as "
+        "error bars. Check the answer's `plotted` values against the rates of the analysis.",
     )
     drivers = ["churn_drivers", "churn_model", "churn_retention"] if focus != "segments" else []
     saved = [dataset, analysis, *drivers, chart]

@@ -50,6 +50,7 @@ class Wire:
     methods: list[str] = field(default_factory=list)
     request_headers: list[dict[str, str]] = field(default_factory=list)
     response_headers: list[dict[str, str]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)  # the HTTP status that answered each method
     log_messages: list[Any] = field(default_factory=list)
 
 
@@ -64,6 +65,8 @@ async def official_client(url: str, headers: dict[str, str], era: str, wire: Wir
 
     async def on_response(response: httpx2.Response) -> None:
         wire.response_headers.append({k.lower(): v for k, v in response.headers.items()})
+        if response.request.method == "POST" and response.request.content:
+            wire.statuses.append(response.status_code)  # one per entry of `methods`
 
     async def on_log(params: Any) -> None:
         wire.log_messages.append(params)
@@ -197,13 +200,12 @@ async def test_each_eras_opening_request_without_a_valid_key_gets_401(base_url, 
     if era == LEGACY:
         opening = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
     else:
-        headers["MCP-Protocol-Version"] = MODERN
-        opening = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "server/discover",
-            "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}},
+        headers.update({"MCP-Protocol-Version": MODERN, "Mcp-Method": "server/discover"})
+        envelope = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
         }
+        opening = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": envelope}}
     async with httpx.AsyncClient() as http:
         response = await http.post(f"{base_url}/mcp", headers=headers, json=opening)
     assert response.status_code == 401
@@ -216,9 +218,12 @@ async def test_a_2026_07_28_request_is_authenticated_on_its_own(base_url, api_ke
         assert not (await client.call_tool("summary_snapshot", {})).is_error
     async with official_client(base_url, {"X-API-Key": api_keys["viewer"]}, MODERN, Wire()) as client:
         assert (await client.call_tool("summary_snapshot", {})).is_error
-    with pytest.raises(Exception):  # noqa: B017 - the SDK's error type for an HTTP 401 is its own business
-        async with official_client(base_url, {"X-API-Key": "wrong-key"}, MODERN, Wire()) as client:
+    wire = Wire()
+    with pytest.raises((MCPError, ExceptionGroup)):  # the SDK's MCPError, wrapped by its task groups
+        async with official_client(base_url, {"X-API-Key": "wrong-key"}, MODERN, wire) as client:
             await client.call_tool("summary_snapshot", {})
+    assert wire.methods[0] == "server/discover"
+    assert wire.statuses and set(wire.statuses) == {401}, "every request the client tried was refused"
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -264,13 +269,11 @@ async def test_the_rate_limit_counts_a_keys_calls_in_each_era(runtime, api_keys,
             for _ in range(2):
                 assert not (await client.call_tool("summary_snapshot", {})).is_error
         # A new connection (at 2026-07-28 every request is one) starts no new budget.
-        async with official_client(url, {"X-API-Key": api_keys["analyst"]}, era, Wire()) as client:
-            try:
-                r = await client.call_tool("summary_snapshot", {})
-                print("RESULT", r)
-            except BaseException as e:
-                print("EXC", type(e), repr(e), getattr(e, "error", None))
-                raise
+        wire = Wire()
+        async with official_client(url, {"X-API-Key": api_keys["analyst"]}, era, wire) as client:
+            with pytest.raises(MCPError):
+                await client.call_tool("summary_snapshot", {})
+    assert wire.methods[-1] == "tools/call" and wire.statuses[-1] == 429
 
 
 @pytest.mark.parametrize("era", ERAS)

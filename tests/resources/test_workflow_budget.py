@@ -46,5 +46,4 @@ async def test_each_workflow_costs_an_agent_at_most_twenty_thousand_characters(r
         f"\n{prompt}: {text:,} characters of tool text (before: {BEFORE[prompt]:,}); largest response {largest:,} bytes"
     )
     assert largest < ONE_MEBIBYTE
-    print(steps)
     assert text <= WORKFLOW_TEXT_BUDGET, steps
