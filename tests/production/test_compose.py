@@ -141,7 +141,8 @@ def test_every_secret_in_the_compose_files_comes_from_the_environment(name):
     secrets = _secret_values(load(name))
     for where, value in secrets:
         optional = where.rsplit(".", 1)[-1]
-        if optional in ("DATABASE_READ_URL", "DATABASE_QUERY_URL"):  # optional, empty unless set in .env
+        # Optional, empty unless set in .env (the OAuth ones are public: an issuer's key set, a public key).
+        if optional in ("DATABASE_READ_URL", "DATABASE_QUERY_URL", "OAUTH_JWKS_URL", "OAUTH_PUBLIC_KEY"):
             assert value == "${" + optional + ":-}"
             continue
         # Each password-like value embeds a required ${VAR:?...}; nothing else is written literally.
