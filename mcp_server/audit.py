@@ -12,17 +12,19 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mcp_server import batching, metrics
+from fastmcp.server.middleware import Middleware, MiddlewareContext
+from prometheus_client import CollectorRegistry
+
+from mcp_server import metrics
+from mcp_server.auth import Identity
 from mcp_server.batching import BatchWriter
-from mcp_server.runtime import Runtime
+from mcp_server.calls import current_call
 from sessions import access
 from warehouse.audit import AuditRow, insert_audit_rows
+from warehouse.db import Database
 
 if TYPE_CHECKING:
     from starlette.types import Scope
-
-    from mcp_server.app import App, CallInfo
-    from mcp_server.auth import Identity
 
 log = logging.getLogger("analytics_mcp.audit")
 
@@ -37,11 +39,6 @@ def safe_session_id(value: Any) -> str | None:
     return access.session_id(value) if access.is_session_id(value) else "<invalid>"
 
 
-def component_name(app: App, info: CallInfo) -> str:
-    """The declared name of the component called; an undeclared name (agent input) is not recorded."""
-    return info.name if (info.kind, info.name) in app.roles else UNKNOWN
-
-
 def _session_of(arguments: dict[str, Any]) -> str | None:
     session = arguments.get("session_id")
     if session is None:
@@ -53,12 +50,18 @@ def _session_of(arguments: dict[str, Any]) -> str | None:
 
 
 class Auditor:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, db: Database, registry: CollectorRegistry) -> None:
+        self.db = db
         self.writer: BatchWriter[AuditRow] = BatchWriter("audit", self._write)
+        self._attempts = metrics.counter(
+            registry,
+            "analytics_mcp_auth_attempts_total",
+            "HTTP authentication attempts by outcome",
+            ("outcome",),
+        )
 
     async def _write(self, rows: list[AuditRow]) -> None:
-        await insert_audit_rows(self.runtime.db, rows)
+        await insert_audit_rows(self.db, rows)
 
     async def record(self, row: AuditRow, **log_only: Any) -> None:
         fields = {
@@ -70,58 +73,12 @@ class Auditor:
     async def flush(self) -> None:
         await self.writer.flush()
 
-
-def auditor(runtime: Runtime) -> Auditor:
-    found = runtime.extras.get("auditor")
-    if found is None:
-        found = runtime.extras["auditor"] = Auditor(runtime)
-        batching.register(runtime, found.writer)
-    return found
-
-
-def _presented_as(scope: Scope) -> str:
-    names = {k.decode("latin-1").lower() for k, _ in scope.get("headers", [])}
-    if "x-api-key" in names:
-        return "x-api-key"
-    if "authorization" in names:
-        return "authorization"
-    return "none"
-
-
-def install(app: App) -> None:
-    runtime = app.runtime
-    trail = auditor(runtime)
-    attempts = metrics.counter(
-        runtime, "analytics_mcp_auth_attempts_total", "HTTP authentication attempts by outcome", ("outcome",)
-    )
-
-    async def audit_call(info: CallInfo) -> None:
-        identity = info.identity
-        await trail.record(
-            AuditRow(
-                logged_at=dt.datetime.now(dt.UTC),
-                request_id=info.request_id,
-                event=f"{info.kind}_call",
-                user_id=identity.user_id if identity else None,
-                key_id=identity.key_id if identity else None,
-                tool=component_name(app, info),
-                session_id=_session_of(info.arguments),
-                duration_ms=round(info.duration_ms, 3),
-                outcome=info.outcome,
-            )
-        )
-
-    app.after_call.append(audit_call)
-
-    if runtime.extras.get("audit_auth_installed"):
-        return
-    runtime.extras["audit_auth_installed"] = True
-
-    async def audit_authentication(identity: Identity | None, scope: Scope) -> None:
+    async def authentication(self, identity: Identity | None, scope: Scope) -> None:
+        """An HTTP authentication attempt (the ASGI auth middleware calls this for every MCP request)."""
         outcome = "success" if identity is not None else "failure"
-        attempts.labels(outcome=outcome).inc()
+        self._attempts.labels(outcome=outcome).inc()
         client = scope.get("client")
-        await trail.record(
+        await self.record(
             AuditRow(
                 logged_at=dt.datetime.now(dt.UTC),
                 request_id=None,
@@ -138,4 +95,44 @@ def install(app: App) -> None:
             method=scope.get("method"),
         )
 
-    runtime.extras.setdefault("auth_hooks", []).append(audit_authentication)
+
+def _presented_as(scope: Scope) -> str:
+    names = {k.decode("latin-1").lower() for k, _ in scope.get("headers", [])}
+    if "x-api-key" in names:
+        return "x-api-key"
+    if "authorization" in names:
+        return "authorization"
+    return "none"
+
+
+class AuditTrail(Middleware):
+    """One audit row per tool call, resource read and prompt get, whatever its outcome."""
+
+    def __init__(self, auditor: Auditor) -> None:
+        self.auditor = auditor
+
+    async def _audited(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        try:
+            return await call_next(context)
+        finally:
+            call = current_call()
+            if call is not None:
+                identity = call.identity
+                try:
+                    await self.auditor.record(
+                        AuditRow(
+                            logged_at=dt.datetime.now(dt.UTC),
+                            request_id=call.request_id,
+                            event=f"{call.kind}_call",
+                            user_id=identity.user_id if identity else None,
+                            key_id=identity.key_id if identity else None,
+                            tool=call.name if call.declared else UNKNOWN,
+                            session_id=_session_of(call.arguments),
+                            duration_ms=round(call.duration_ms, 3),
+                            outcome=call.outcome,
+                        )
+                    )
+                except Exception:  # noqa: BLE001 - the trail must not break calls
+                    log.exception("audit record failed")
+
+    on_call_tool = on_read_resource = on_get_prompt = _audited

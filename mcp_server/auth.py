@@ -64,7 +64,7 @@ _current: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
 
 
 def current_identity() -> Identity:
-    """The caller of the tool, resource or prompt being served (set by the guard middleware)."""
+    """The caller of the tool, resource or prompt being served (bound by the Identify middleware)."""
     identity = _current.get()
     if identity is None:
         raise Forbidden("no authenticated caller; send X-API-Key or Authorization: Bearer")

@@ -10,13 +10,12 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from prometheus_client import CollectorRegistry
 
 from mcp_server import metrics
-
-if TYPE_CHECKING:
-    from mcp_server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -201,45 +200,32 @@ class BatchWriter(Generic[Item]):
         }
 
 
-def register(runtime: Runtime, writer: BatchWriter[Any]) -> None:
-    """Show `writer` on /health and /metrics, and close it (writing what it holds) when the runtime closes."""
-    writers: dict[str, BatchWriter[Any]] = runtime.extras.setdefault("writers", {})
-    first = not writers
-    writers[writer.name] = writer
-    runtime.on_close.append(writer.close)
-    if first:
-        runtime.extras.setdefault("metrics_refreshers", []).append(_metrics_refresher(runtime))
+class WriterMetrics:
+    """The background writers' state as Prometheus series, brought up to date at each scrape."""
 
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queued = metrics.gauge(
+            registry, "analytics_mcp_writer_queued_items", "Items waiting in a background writer", ("writer",)
+        )
+        self.failing = metrics.gauge(
+            registry, "analytics_mcp_writer_failing", "1 while a background writer's writes fail", ("writer",)
+        )
+        self.failures = metrics.counter(
+            registry, "analytics_mcp_writer_failures_total", "Failed batch writes (each retried)", ("writer",)
+        )
+        self.dropped = metrics.counter(
+            registry, "analytics_mcp_writer_dropped_total", "Items a background writer dropped", ("writer",)
+        )
+        self._counted: dict[tuple[str, str], int] = {}
 
-def writer_states(runtime: Runtime) -> dict[str, dict[str, Any]]:
-    return {name: writer.state() for name, writer in runtime.extras.get("writers", {}).items()}
-
-
-def _metrics_refresher(runtime: Runtime) -> Callable[[], Awaitable[None]]:
-    queued = metrics.gauge(
-        runtime, "analytics_mcp_writer_queued_items", "Items waiting in a background writer", ("writer",)
-    )
-    failing = metrics.gauge(
-        runtime, "analytics_mcp_writer_failing", "1 while a background writer's writes fail", ("writer",)
-    )
-    failures = metrics.counter(
-        runtime, "analytics_mcp_writer_failures_total", "Failed batch writes (each retried)", ("writer",)
-    )
-    dropped = metrics.counter(
-        runtime, "analytics_mcp_writer_dropped_total", "Items a background writer dropped", ("writer",)
-    )
-    counted: dict[tuple[str, str], int] = {}
-
-    def advance(counter: Any, name: str, kind: str, total: int) -> None:
+    def _advance(self, counter: Any, name: str, kind: str, total: int) -> None:
         # Prometheus counters only go up: add what the writer counted since the last scrape.
-        counter.labels(writer=name).inc(max(0, total - counted.get((name, kind), 0)))
-        counted[(name, kind)] = total
+        counter.labels(writer=name).inc(max(0, total - self._counted.get((name, kind), 0)))
+        self._counted[(name, kind)] = total
 
-    async def refresh() -> None:
-        for name, writer in runtime.extras.get("writers", {}).items():
-            queued.labels(writer=name).set(writer.queued)
-            failing.labels(writer=name).set(0 if writer.failing_since is None else 1)
-            advance(failures, name, "failures", writer.failures)
-            advance(dropped, name, "dropped", writer.dropped)
-
-    return refresh
+    def refresh(self, writers: Iterable[BatchWriter[Any]]) -> None:
+        for writer in writers:
+            self.queued.labels(writer=writer.name).set(writer.queued)
+            self.failing.labels(writer=writer.name).set(0 if writer.failing_since is None else 1)
+            self._advance(self.failures, writer.name, "failures", writer.failures)
+            self._advance(self.dropped, writer.name, "dropped", writer.dropped)

@@ -14,37 +14,38 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
 from analytics.errors import RateLimited
 from mcp_server import metrics
-from mcp_server.runtime import Runtime
+from mcp_server.config import Settings
+from sessions import scripts
 
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 
-# KEYS[1] the user's seconds in the current window; ARGV seconds to add, window ms. Returns the new total.
-_CHARGE = """
-local used = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return used
-"""
+_CHARGE = scripts.load("mcp_server", "query_seconds_charge")  # KEYS, ARGV: in mcp_server/lua/
 
 
 class QuerySeconds:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.budget = runtime.settings.query_seconds_per_minute
-        self._charge = runtime.redis.register_script(_CHARGE)
+    def __init__(self, redis: aioredis.Redis, settings: Settings, registry: CollectorRegistry) -> None:
+        self.redis = redis
+        self.key_prefix = settings.redis_key_prefix + "query_seconds:"
+        self.budget = settings.query_seconds_per_minute
+        self._charge = redis.register_script(_CHARGE)
+        self._refused = metrics.counter(
+            registry, "analytics_mcp_query_seconds_refused_total", "Queries refused: query seconds spent"
+        )
 
     def _key(self, user_id: str) -> str:
-        return self.runtime.key("query_seconds", user_id)
+        return self.key_prefix + user_id
 
     async def check(self, user_id: str) -> None:
         """Raise RateLimited when `user_id` has spent its seconds in the current window."""
         try:
-            async with self.runtime.redis.pipeline(transaction=False) as pipe:
+            async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.get(self._key(user_id))
                 pipe.pttl(self._key(user_id))
                 used, ttl_ms = await pipe.execute()
@@ -54,9 +55,7 @@ class QuerySeconds:
         if used is None or float(used) < self.budget:
             return
         seconds = max(1, math.ceil((ttl_ms if ttl_ms > 0 else WINDOW_SECONDS * 1000) / 1000))
-        metrics.counter(
-            self.runtime, "analytics_mcp_query_seconds_refused_total", "Queries refused: query seconds spent"
-        ).inc()
+        self._refused.inc()
         raise RateLimited(
             f"query time budget spent: {self.budget} database seconds per {WINDOW_SECONDS} s for this "
             f"API key (QUERY_SECONDS_PER_MINUTE); retry after {seconds} s or make queries cheaper",
@@ -78,10 +77,3 @@ class QuerySeconds:
             yield
         finally:
             await self.charge(user_id, time.perf_counter() - started)
-
-
-def query_seconds(runtime: Runtime) -> QuerySeconds:
-    found = runtime.extras.get("query_seconds")
-    if found is None:
-        found = runtime.extras["query_seconds"] = QuerySeconds(runtime)
-    return found

@@ -56,7 +56,7 @@ class Cache:
             return None
 
     def _decoded(self, raw: bytes | str | None) -> Any | None:
-        events = metrics.cache_events(self.runtime)
+        events = metrics.cache_events(self.runtime.metrics)
         if raw is None:
             events.labels(cache=self.namespace, outcome="miss").inc()
             return None
@@ -86,7 +86,7 @@ class Cache:
             return None
         if len(payload) > self.runtime.settings.cache_max_entry_bytes:
             # Bounds what one answer may take from the cache's memory; a large answer is recomputed.
-            metrics.cache_events(self.runtime).labels(cache=self.namespace, outcome="too_large").inc()
+            metrics.cache_events(self.runtime.metrics).labels(cache=self.namespace, outcome="too_large").inc()
             return None
         return payload
 

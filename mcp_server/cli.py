@@ -98,7 +98,9 @@ def build_parser() -> ArgumentParser:
     apikey.add_argument("--user", required=True, help="user id: 1-64 letters, digits or _.@-")
     apikey.add_argument("--role", choices=list(ROLES), required=True, help="what the key may do")
 
-    command("rotate-keys", "re-encrypt every live and archived session under the first SESSION_ENCRYPTION_KEY")
+    command(
+        "rotate-keys", "re-encrypt every live and archived session under the first SESSION_ENCRYPTION_KEY"
+    )
     return parser
 
 
@@ -193,11 +195,11 @@ async def _seed_command(parser: ArgumentParser, settings: Settings, args: argpar
 async def _rotate_keys(settings: Settings) -> int:
     """Run after putting a new key first in SESSION_ENCRYPTION_KEY; then the old keys can be removed."""
     from mcp_server.runtime import start_runtime
-    from mcp_server.stores import session_store
+    from sessions.rotation import rotate_keys
 
     runtime = await start_runtime(settings, seed_demo=False)
     try:
-        counts = await session_store(runtime).rotate_keys()
+        counts = await rotate_keys(runtime.services.session_store)
     finally:
         await runtime.close()
     print(json.dumps(counts))
@@ -237,9 +239,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 async def _serve_async(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from mcp_server.app import build_app
     from mcp_server.http import build_http_app
     from mcp_server.runtime import start_runtime
+    from mcp_server.server import build_app
 
     runtime = await start_runtime(settings)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -19,16 +18,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_server.app import App
-from mcp_server.batching import writer_states
 from mcp_server.config import Settings
+from mcp_server.limits import RequestLimits
 from mcp_server.oauth import METADATA_PATH, protected_resource_metadata, resolve_identity, www_authenticate
+from mcp_server.observability import refresh_gauges
 from mcp_server.runtime import Runtime
 from mcp_server.urls import PLOTLY_JS_PATH
 
 log = logging.getLogger(__name__)
-
-# Observers of authentication attempts (audit trail, metrics): called with (identity or None, scope).
-AuthHook = Callable[[Any, Scope], Awaitable[None]]
 
 
 class ApiKeyMiddleware:
@@ -45,11 +42,10 @@ class ApiKeyMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         identity = await resolve_identity(self.runtime.keys, self.runtime.oauth, headers)
-        for hook in self.runtime.extras.get("auth_hooks", []):
-            try:
-                await hook(identity, scope)
-            except Exception:  # noqa: BLE001 - observers must not block authentication
-                log.exception("auth hook failed")
+        try:
+            await self.runtime.services.auditor.authentication(identity, scope)
+        except Exception:  # noqa: BLE001 - the audit trail must not block authentication
+            log.exception("auditing an authentication failed")
         if identity is None:
             detail = "send a valid key as X-API-Key or Authorization: Bearer"
             if self.runtime.oauth is not None:
@@ -100,7 +96,7 @@ def build_http_app(app: App) -> Any:
         failing = [name for name, state in components.items() if state != "ok"]
         # A background writer (audit trail, query log) that cannot write keeps its rows and retries: the
         # server still serves (200) but says it is degraded until the rows are written.
-        writers = writer_states(runtime)
+        writers = runtime.services.writer_states()
         lagging = [name for name, state in writers.items() if state["status"] != "ok"]
         status = "unavailable" if not healthy else "degraded" if lagging else "ok"
         return JSONResponse(
@@ -129,8 +125,7 @@ def build_http_app(app: App) -> Any:
                     )
                 },
             )
-        for refresh in runtime.extras.get("metrics_refreshers", []):
-            await refresh()
+        await refresh_gauges(runtime)
         return Response(generate_latest(runtime.metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.mcp.custom_route(PLOTLY_JS_PATH, methods=["GET"], include_in_schema=False)
@@ -154,12 +149,9 @@ def build_http_app(app: App) -> Any:
                 headers={"cache-control": "public, max-age=3600", "access-control-allow-origin": "*"},
             )
 
-    from mcp_server.limits import RequestLimits
-
     # 401 first, then 413 (body size) and 429 (rate limit) before MCP sees the request.
     middleware = [
         StarletteMiddleware(ApiKeyMiddleware, runtime=runtime),
         StarletteMiddleware(RequestLimits, runtime=runtime),
     ]
-    middleware += runtime.extras.get("asgi_middleware", [])
     return app.mcp.http_app(path="/mcp", middleware=middleware)

@@ -1,23 +1,21 @@
 """Request limits, so no single call can exhaust memory or time: body size, argument size, rate (HTTP 429).
 
-The per-call timeout lives in the Guard (mcp_server/app.py), around the call itself.
+The per-call timeout is the CallTimeout middleware (mcp_server/edge.py), around the call itself.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fastmcp.server.middleware import Middleware, MiddlewareContext
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics.errors import InvalidInput
+from mcp_server.calls import current_call
 from mcp_server.oauth import resolve_identity
-from mcp_server.ratelimit import rate_limiter
 from mcp_server.runtime import Runtime
-
-if TYPE_CHECKING:
-    from mcp_server.app import App, CallInfo
 
 MAX_NESTING = 64  # deeper arguments are refused before anything walks them recursively
 
@@ -52,21 +50,40 @@ def _deeper_than(arguments: Any, limit: int) -> bool:
     return False
 
 
-def install(app: App) -> None:
-    max_bytes = app.runtime.settings.max_argument_bytes
+class ArgumentLimits(Middleware):
+    """Refuses arguments nested deeper than MAX_NESTING or larger than MAX_ARGUMENT_BYTES, before any work."""
 
-    async def check_arguments(info: CallInfo) -> None:
-        problem = argument_problem(info.arguments, max_bytes)
-        if problem is not None:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    async def _checked(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        call = current_call()
+        problem = argument_problem(call.arguments, self.max_bytes) if call is not None else None
+        if call is not None and problem is not None:
             # A file too big to upload inline: the server can read it from its import folder instead.
-            if info.name == "import_file" and "MAX_ARGUMENT_BYTES" in problem:
+            if call.name == "import_file" and "MAX_ARGUMENT_BYTES" in problem:
                 problem = problem.split("; ")[0] + "; put the file in the server's IMPORT_DIR and pass path"
             raise InvalidInput(problem)
+        return await call_next(context)
 
-    app.before_call.append(check_arguments)
+    on_call_tool = on_read_resource = on_get_prompt = _checked
 
 
-def _json_response(status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> list[Message]:
+def _json_response(
+    status: int,
+    reason: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]],
+    request_id: Any = None,
+    **data: Any,
+) -> list[Message]:
+    """A refusal as a JSON-RPC error (what an MCP client shows its user), with an HTTP status that says
+    the same: `error.message` is the one line, `error.data.reason` a stable word for scripts."""
+    payload = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "error": {"code": -32000, "message": message, "data": {"reason": reason, **data}},
+    }
     body = json.dumps(payload).encode()
     return [
         {
@@ -108,6 +125,15 @@ def _calls_a_tool(body: bytes) -> bool:
         raise _TooDeep from None
     messages = message if isinstance(message, list) else [message]
     return any(isinstance(m, dict) and m.get("method") in COUNTED_METHODS for m in messages)
+
+
+def _request_id(body: bytes) -> Any:
+    """The id of a single JSON-RPC request, so the client matches the refusal to it (else null)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return message.get("id") if isinstance(message, dict) else None
 
 
 class RequestLimits:
@@ -154,11 +180,11 @@ class RequestLimits:
             calls_a_tool = identity is not None and _calls_a_tool(body)
         except _TooDeep:
             detail = f"request JSON is nested too deeply; arguments may nest at most {MAX_NESTING} levels"
-            for message in _json_response(400, {"error": "invalid_request", "detail": detail}, []):
+            for message in _json_response(400, "invalid_request", detail, []):
                 await send(message)
             return
         if calls_a_tool and identity is not None:
-            limiter = rate_limiter(self.runtime)
+            limiter = self.runtime.services.rate_limiter
             retry_after = await limiter.retry_after(identity.key_id)
             if retry_after is not None:
                 limiter.count_refusal()
@@ -166,8 +192,11 @@ class RequestLimits:
                 seconds = str(max(1, math.ceil(retry_after)))
                 for message in _json_response(
                     429,
-                    {"error": "rate_limited", "detail": error.message, "retry_after": int(seconds)},
+                    "rate_limited",
+                    error.message,
                     [(b"retry-after", seconds.encode())],
+                    _request_id(body),
+                    retry_after=int(seconds),
                 ):
                     await send(message)
                 return
@@ -184,5 +213,5 @@ class RequestLimits:
 
     async def _too_large(self, send: Send) -> None:
         detail = f"request body over {self.max_bytes:,} bytes (MAX_REQUEST_BYTES); send less data per call"
-        for message in _json_response(413, {"error": "request_too_large", "detail": detail}, []):
+        for message in _json_response(413, "request_too_large", detail, []):
             await send(message)

@@ -12,17 +12,15 @@ import asyncio
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from prometheus_client import Histogram
+from fastmcp.server.middleware import Middleware, MiddlewareContext
+from prometheus_client import CollectorRegistry, Histogram
 
 from mcp_server import metrics
-from mcp_server.audit import component_name
-from mcp_server.auth import current_identity
+from mcp_server.calls import current_call
 from mcp_server.runtime import Runtime
-
-if TYPE_CHECKING:
-    from mcp_server.app import App, CallInfo
 
 log = logging.getLogger(__name__)
 
@@ -81,93 +79,82 @@ def _pool_waiters(pool: Any) -> int:
     return len(getattr(queue, "_getters", ()) or ())
 
 
-def install(app: App) -> None:
-    runtime = app.runtime
-    calls = metrics.counter(
-        runtime, "analytics_mcp_tool_calls_total", "Tool calls by tool and outcome", ("tool", "outcome")
-    )
-    errors = metrics.counter(
-        runtime,
-        "analytics_mcp_tool_errors_total",
-        "Tool calls that failed, by tool and error",
-        ("tool", "error"),
-    )
-    durations = metrics.histogram(
-        runtime, "analytics_mcp_tool_duration_seconds", "Tool call latency (seconds)", ("tool",)
-    )
-    other_calls = metrics.counter(
-        runtime,
-        "analytics_mcp_component_calls_total",
-        "Resource reads and prompt gets by kind, name and outcome",
-        ("kind", "name", "outcome"),
-    )
-    for kind, name in app.roles:  # every declared tool shows up in /metrics from the start, at zero
-        if kind == "tool":
-            calls.labels(tool=name, outcome="ok")
-            durations.labels(tool=name)
+class RecordMetrics(Middleware):
+    """Counts every tool call (by outcome, with its duration) and every resource read and prompt get."""
 
-    async def observe(info: CallInfo) -> None:
-        name = component_name(app, info)
-        if info.kind != "tool":
-            other_calls.labels(kind=info.kind, name=name, outcome=info.outcome).inc()
-            return
-        calls.labels(tool=name, outcome=info.outcome).inc()
-        if info.outcome != "ok":
-            errors.labels(tool=name, error=info.outcome).inc()
-        durations.labels(tool=name).observe(info.duration_ms / 1000)
+    def __init__(self, registry: CollectorRegistry, tools: Iterable[str]) -> None:
+        self.calls = metrics.counter(
+            registry, "analytics_mcp_tool_calls_total", "Tool calls by tool and outcome", ("tool", "outcome")
+        )
+        self.errors = metrics.counter(
+            registry,
+            "analytics_mcp_tool_errors_total",
+            "Tool calls that failed, by tool and error",
+            ("tool", "error"),
+        )
+        self.durations = metrics.tool_durations(registry)
+        self.other_calls = metrics.counter(
+            registry,
+            "analytics_mcp_component_calls_total",
+            "Resource reads and prompt gets by kind, name and outcome",
+            ("kind", "name", "outcome"),
+        )
+        for name in tools:  # every declared tool shows up in /metrics from the start, at zero
+            self.calls.labels(tool=name, outcome="ok")
+            self.durations.labels(tool=name)
 
-    app.after_call.append(observe)
+    async def _observed(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        try:
+            return await call_next(context)
+        finally:
+            call = current_call()
+            if call is not None:
+                name = call.name if call.declared else "<unknown>"
+                if call.kind != "tool":
+                    self.other_calls.labels(kind=call.kind, name=name, outcome=call.outcome).inc()
+                else:
+                    self.calls.labels(tool=name, outcome=call.outcome).inc()
+                    if call.outcome != "ok":
+                        self.errors.labels(tool=name, error=call.outcome).inc()
+                    self.durations.labels(tool=name).observe(call.duration_ms / 1000)
 
-    if runtime.extras.get("observability_installed"):
-        return
-    runtime.extras["observability_installed"] = True
-    _install_runtime_gauges(runtime)
-
-    async def latency_for_admins() -> dict[str, Any]:
-        if not current_identity().is_admin:
-            return {}
-        return {"latency_ms": latency_percentiles(durations)}
-
-    runtime.extras.setdefault("snapshot_extensions", []).append(latency_for_admins)
+    on_call_tool = on_read_resource = on_get_prompt = _observed
 
 
-def _install_runtime_gauges(runtime: Runtime) -> None:
+async def refresh_gauges(runtime: Runtime) -> None:
+    """Bring the dependency, pool, session and writer gauges up to date (at each /metrics scrape)."""
+    registry = runtime.metrics
     up = metrics.gauge(
-        runtime, "analytics_mcp_dependency_up", "1 when the dependency answers", ("dependency",)
+        registry, "analytics_mcp_dependency_up", "1 when the dependency answers", ("dependency",)
     )
     check_seconds = metrics.gauge(
-        runtime, "analytics_mcp_health_check_seconds", "Duration of the last PostgreSQL + Redis health check"
+        registry, "analytics_mcp_health_check_seconds", "Duration of the last PostgreSQL + Redis health check"
     )
-    pool = metrics.gauge(runtime, "analytics_mcp_db_pool_connections", "PostgreSQL pool", ("state",))
-    waiters = metrics.gauge(runtime, "analytics_mcp_db_pool_waiters", "Tasks waiting for a pool connection")
-    sessions = metrics.gauge(runtime, "analytics_mcp_active_sessions", "Live sessions in Redis")
+    pool = metrics.gauge(registry, "analytics_mcp_db_pool_connections", "PostgreSQL pool", ("state",))
+    waiters = metrics.gauge(registry, "analytics_mcp_db_pool_waiters", "Tasks waiting for a pool connection")
+    sessions = metrics.gauge(registry, "analytics_mcp_active_sessions", "Live sessions in Redis")
     audit_dropped = metrics.gauge(
-        runtime, "analytics_mcp_observer_dropped", "Audit items dropped", ("writer",)
+        registry, "analytics_mcp_observer_dropped", "Audit items dropped", ("writer",)
     )
 
-    async def refresh() -> None:
-        started = time.perf_counter()
-        health = await runtime.health(timeout=1.0)
-        elapsed = time.perf_counter() - started
-        check_seconds.set(elapsed)
-        for dependency, state in health.items():
-            up.labels(dependency=dependency).set(1 if state == "ok" else 0)
-        stats = runtime.db.pool_stats()
-        pool.labels(state="size").set(stats["size"])
-        pool.labels(state="idle").set(stats["idle"])
-        pool.labels(state="in_use").set(stats["size"] - stats["idle"])
-        pool.labels(state="max").set(stats["max"])
+    started = time.perf_counter()
+    health = await runtime.health(timeout=1.0)
+    check_seconds.set(time.perf_counter() - started)
+    for dependency, state in health.items():
+        up.labels(dependency=dependency).set(1 if state == "ok" else 0)
+    stats = runtime.db.pool_stats()
+    pool.labels(state="size").set(stats["size"])
+    pool.labels(state="idle").set(stats["idle"])
+    pool.labels(state="in_use").set(stats["size"] - stats["idle"])
+    pool.labels(state="max").set(stats["max"])
+    try:
+        waiters.set(_pool_waiters(runtime.db.pool))
+    except Exception:  # noqa: BLE001 - pool not started
+        waiters.set(0)
+    if health.get("redis") == "ok":
         try:
-            waiters.set(_pool_waiters(runtime.db.pool))
-        except Exception:  # noqa: BLE001 - pool not started
-            waiters.set(0)
-        if health.get("redis") == "ok":
-            try:
-                sessions.set(await asyncio.wait_for(count_sessions(runtime), timeout=2.0))
-            except Exception as error:  # noqa: BLE001 - keep the last value
-                log.warning("session count failed", extra={"error": type(error).__name__})
-        found = runtime.extras.get("auditor")
-        if found is not None:
-            audit_dropped.labels(writer="audit").set(found.writer.dropped)
-
-    runtime.extras.setdefault("metrics_refreshers", []).append(refresh)
+            sessions.set(await asyncio.wait_for(count_sessions(runtime), timeout=2.0))
+        except Exception as error:  # noqa: BLE001 - keep the last value
+            log.warning("session count failed", extra={"error": type(error).__name__})
+    audit_dropped.labels(writer="audit").set(runtime.services.auditor.writer.dropped)
+    runtime.services.writer_metrics.refresh(runtime.services.writers)

@@ -11,63 +11,43 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from typing import TYPE_CHECKING
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastmcp.server.middleware import Middleware, MiddlewareContext
+from mcp import MCPError
+from mcp.types import INVALID_REQUEST
+from prometheus_client import CollectorRegistry
 
 from analytics.errors import RateLimited
 from mcp_server import metrics
-from mcp_server.runtime import Runtime
-
-if TYPE_CHECKING:
-    from mcp_server.app import App, CallInfo
-    from mcp_server.auth import Identity
+from mcp_server.calls import current_call
+from mcp_server.config import Settings
+from sessions import scripts
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] the key's window; ARGV limit, window ms, a unique member. Returns {admitted, retry_after_ms}.
-_ADMIT = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-if count < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return {1, 0}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, count - limit, 'WITHSCORES')
-return {0, tonumber(oldest[#oldest]) + window - now}
-"""
-
-# Read-only: would a call be refused now? Same answer shape, nothing recorded.
-_PEEK = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local count = redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf')
-if count < limit then
-  return {1, 0}
-end
-local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - window), '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
-return {0, tonumber(oldest[2]) + window - now}
-"""
+# Each file in mcp_server/lua/ says what its script does, its KEYS and ARGV.
+_ADMIT = scripts.load("mcp_server", "rate_limit_admit")
+_PEEK = scripts.load("mcp_server", "rate_limit_peek")  # the same answer, nothing recorded
 
 
 class RateLimiter:
     """RATE_LIMIT_PER_MINUTE calls (tools, resource reads, prompt gets, lists) per API key per
     RATE_LIMIT_WINDOW_SECONDS (default 60)."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.limit = runtime.settings.rate_limit_per_minute
-        self.window_ms = runtime.settings.rate_limit_window_seconds * 1000
-        self._admit = runtime.redis.register_script(_ADMIT)
-        self._peek = runtime.redis.register_script(_PEEK)
+    def __init__(self, redis: aioredis.Redis, settings: Settings, registry: CollectorRegistry) -> None:
+        self.key_prefix = settings.redis_key_prefix + "ratelimit:"
+        self.limit = settings.rate_limit_per_minute
+        self.window_ms = settings.rate_limit_window_seconds * 1000
+        self._admit = redis.register_script(_ADMIT)
+        self._peek = redis.register_script(_PEEK)
+        self._refused = metrics.counter(
+            registry, "analytics_mcp_rate_limited_total", "MCP calls refused by the rate limit"
+        )
 
     def _key(self, key_id: str) -> str:
-        return self.runtime.key("ratelimit", key_id)
+        return self.key_prefix + key_id
 
     async def admit(self, key_id: str) -> None:
         """Record one call for `key_id`, or raise RateLimited (nothing recorded) when over the limit."""
@@ -99,29 +79,32 @@ class RateLimiter:
         )
 
     def count_refusal(self) -> None:
-        metrics.counter(
-            self.runtime, "analytics_mcp_rate_limited_total", "MCP calls refused by the rate limit"
-        ).inc()
+        self._refused.inc()
 
 
-def rate_limiter(runtime: Runtime) -> RateLimiter:
-    limiter = runtime.extras.get("rate_limiter")
-    if limiter is None:
-        limiter = runtime.extras["rate_limiter"] = RateLimiter(runtime)
-    return limiter
-
-
-def install(app: App) -> None:
+class RateLimit(Middleware):
     """Every MCP method a key calls (tool, resource read, prompt get, list) spends one unit of its key's
     budget before any work; refused calls do none."""
-    limiter = rate_limiter(app.runtime)
 
-    async def limit(info: CallInfo) -> None:
-        if info.identity is not None:
-            await limiter.admit(info.identity.key_id)
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
 
-    async def limit_list(identity: Identity, method: str) -> None:
-        await limiter.admit(identity.key_id)
+    async def _admit(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        call = current_call()
+        if call is not None and call.identity is not None:
+            await self.limiter.admit(call.identity.key_id)
+        return await call_next(context)
 
-    app.before_call.append(limit)
-    app.before_list.append(limit_list)
+    on_call_tool = on_read_resource = on_get_prompt = _admit
+
+    async def _admit_list(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        """Lists cost work too (resources/list reads every session of the caller): each one counts."""
+        call = current_call()
+        if call is not None and call.identity is not None:
+            try:
+                await self.limiter.admit(call.identity.key_id)
+            except RateLimited as error:
+                raise MCPError(INVALID_REQUEST, error.message) from None
+        return await call_next(context)
+
+    on_list_tools = on_list_resources = on_list_resource_templates = on_list_prompts = _admit_list

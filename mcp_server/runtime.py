@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from mcp_server.auth import Identity, KeyRegistry
 from mcp_server.config import ApiKeyEntry, ConfigError, Settings, digest_key
 from mcp_server.embedded import EmbeddedServices, local_admin_key, local_session_key
 from mcp_server.oauth import OAuthVerifier
+from mcp_server.services import Services
 from warehouse import sqlguard
 from warehouse.db import Database
 from warehouse.generator import generate, make_plan
@@ -42,10 +42,12 @@ class Runtime:
     cache_redis: aioredis.Redis | None = None  # CACHE_REDIS_URL's; None: answers are cached in `redis`
     tracer_provider: Any = None  # OpenTelemetry's, when OTEL_EXPORTER_OTLP_ENDPOINT is set
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
-    extras: dict[str, Any] = field(default_factory=dict)  # per-feature state (stores, caches)
-    # Run by close() while PostgreSQL and Redis are still open: background writers (audit, query log,
-    # latency) flush, so a clean shutdown loses none of their queued rows; worker pools stop.
-    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Built with the runtime (a copy made by dataclasses.replace gets its own): stores, limiters, the
+    # background writers, caches and the chart pool.
+    services: Services = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.services = Services.build(self.settings, self.db, self.redis, self.encryption_keys, self.metrics)
 
     def key(self, *parts: str) -> str:
         """A Redis key under the configured prefix, e.g. key('session', id) -> 'session:{id}'."""
@@ -76,12 +78,12 @@ class Runtime:
         return status
 
     async def close(self) -> None:
-        for hook in self.on_close:
-            try:
-                await asyncio.wait_for(hook(), timeout=5)
-            except Exception as error:  # noqa: BLE001 - shutdown goes on; the hook logged what it lost
-                log.warning("close hook %r failed (%s)", hook, type(error).__name__)
-        if self.tracer_provider is not None:  # after the hooks, whose last writes are traced too
+        # While PostgreSQL and Redis are still open: the background writers write what they hold.
+        try:
+            await asyncio.wait_for(self.services.close(), timeout=10)
+        except Exception as error:  # noqa: BLE001 - shutdown goes on; the writers logged what they lost
+            log.warning("closing the services failed (%s)", type(error).__name__)
+        if self.tracer_provider is not None:  # after the writers, whose last writes are traced too
             await tracing.stop(self.tracer_provider)
         await self.db.close()
         for client in (self.redis, self.cache_redis):

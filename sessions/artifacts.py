@@ -18,23 +18,13 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from analytics.errors import InvalidInput, NotFound
+from sessions import scripts
 from sessions.access import Caller
 from sessions.crypto import Cipher
 
 ARTIFACT_TTL_SECONDS = 3600
 MAX_ARTIFACTS_PER_USER = 50
 
-# KEYS: the artifact hash, the user's list. ARGV: meta, content, ttl, id, max per user, artifact key prefix.
-_PUT = """
-redis.call('HSET', KEYS[1], 'meta', ARGV[1], 'content', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-while redis.call('LLEN', KEYS[2]) > tonumber(ARGV[5]) do
-  redis.call('DEL', ARGV[6] .. redis.call('LPOP', KEYS[2]))
-end
-return 1
-"""
 _ARTIFACT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -61,7 +51,7 @@ class ArtifactStore:
         self.ttl_seconds = ttl_seconds
         self.max_bytes = max_bytes
         self.max_per_user = max_per_user
-        self._put = redis.register_script(_PUT)
+        self._put = redis.register_script(scripts.load("sessions", "artifact_put"))
 
     def _key(self, artifact_id: str) -> str:
         return f"{self.prefix}artifact:{artifact_id}"

@@ -7,8 +7,8 @@ Layout (every key under the configured prefix):
 - `session:{id}:data:{token}` the encrypted value; `token` is a keyed digest of the key name, so
   key names never appear in Redis and never reach a Redis pattern.
 - `session:index:{user_id}` set of the session ids a user owns or was granted.
-Every change runs as one Lua script, so concurrent updates lose nothing and every key of a session
-gets the same expiry at the same moment.
+Every change runs as one Lua script (sessions/lua/session_*.lua), so concurrent updates lose nothing and
+every key of a session gets the same expiry at the same moment. Key rotation is in sessions/rotation.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,7 +32,7 @@ import pandas as pd
 import redis.asyncio as aioredis
 
 from analytics.errors import Forbidden, InvalidInput, NotFound, Unavailable
-from sessions import access
+from sessions import access, scripts
 from sessions.access import Caller, Grants
 from sessions.crypto import Cipher
 from sessions.datasets import bytes_to_frame, frame_to_bytes, json_ready, preview_rows
@@ -40,183 +40,16 @@ from sessions.datasets import bytes_to_frame, frame_to_bytes, json_ready, previe
 KINDS = ("value", "analysis", "chart", "dataset")
 PREVIEW_ROWS = 20
 MAX_PREVIEW_ROWS = 1_000
-_KEY_FIELD = "k:"
+KEY_FIELD = "k:"
 _META_CACHE_SIZE = 4096
-_THREAD_THRESHOLD = 256 * 1024  # encrypt/encode bigger payloads off the event loop
+THREAD_THRESHOLD = 256 * 1024  # encrypt/encode bigger payloads off the event loop
 INLINE_VALUE_BYTES = 32_000  # JSON size above which session_read gives a value's outline and a link
 MAX_LINKED_BYTES = 900_000  # what one read of session://{id}/{key} may carry (a response stays < 1 MiB)
 
-# Shared by the scripts below: give every key of the session (and its index sets) the session's TTL.
-# KEYS[1] is the hash, KEYS[first_index..] the index sets; ARGV[1] the data key prefix, ARGV[2] now.
-_REFRESH = """
-local function refresh(first_index)
-  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
-  redis.call('HSET', KEYS[1], 'accessed', ARGV[2], 'expires', tostring(tonumber(ARGV[2]) + ttl))
-  redis.call('EXPIRE', KEYS[1], ttl)
-  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 2) == 'k:' then
-      redis.call('EXPIRE', ARGV[1] .. string.sub(field, 3), ttl)
-    end
-  end
-  for i = first_index, #KEYS do
-    local remaining = redis.call('TTL', KEYS[i])
-    if remaining ~= -2 and remaining < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
-  end
-  return ttl
-end
-"""
 
-# KEYS: hash, data key, index sets. ARGV: data prefix, now, field, entry, value, max session bytes,
-# max keys. A new key beyond max keys is refused ({-4, keys}); HLEN bounds the key count from above,
-# so the fields are only counted when the session may be full.
-_WRITE = (
-    _REFRESH
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
-if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return {-3, 0} end
-local max_keys = tonumber(ARGV[7])
-if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 0 and redis.call('HLEN', KEYS[1]) >= max_keys then
-  local keys = 0
-  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 2) == 'k:' then keys = keys + 1 end
-  end
-  if keys >= max_keys then return {-4, keys} end
-end
-local total = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
-  - redis.call('STRLEN', KEYS[2]) + string.len(ARGV[5])
-if total > tonumber(ARGV[6]) then return {-2, total} end
-redis.call('SET', KEYS[2], ARGV[5])
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[4], 'bytes', total)
-refresh(3)
-return {1, total}
-"""
-)
-
-# KEYS: hash, data key, index sets. ARGV: data prefix, now, field. Returns {code, session bytes}:
-# 1 deleted, 0 no such key, -1 no session, -3 closing.
-_DELETE_KEY = (
-    _REFRESH
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
-if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return {-3, 0} end
-if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 0 then return {0, 0} end
-local total = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0') - redis.call('STRLEN', KEYS[2])
-if total < 0 then total = 0 end
-redis.call('DEL', KEYS[2])
-redis.call('HDEL', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[1], 'bytes', total)
-refresh(3)
-return {1, total}
-"""
-)
-
-# KEYS: hash, data key, index sets. ARGV: data prefix, now, field. Returns {entry, value} or {}.
-_READ = (
-    _REFRESH
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-refresh(3)
-local entry = redis.call('HGET', KEYS[1], ARGV[3])
-if not entry then return {} end
-return {entry, redis.call('GET', KEYS[2])}
-"""
-)
-
-# KEYS: hash, index sets. ARGV: data prefix, now, new ttl or ''.
-_TOUCH = (
-    _REFRESH
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[3]) end
-return refresh(2)
-"""
-)
-
-# KEYS: hash, index sets. ARGV: data prefix, now, session id, n, n field/value pairs, token/value pairs.
-_PUT = (
-    _REFRESH
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local n = tonumber(ARGV[4])
-local i = 5
-for _ = 1, n do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-while i <= #ARGV do
-  redis.call('SET', ARGV[1] .. ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-for j = 2, #KEYS do redis.call('SADD', KEYS[j], ARGV[3]) end
-refresh(2)
-return 1
-"""
-)
-
-# KEYS: hash. Marks the session closing and returns its hash and values, atomically.
-_SNAPSHOT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('HSET', KEYS[1], 'status', 'closing')
-local fields = redis.call('HGETALL', KEYS[1])
-local values = {}
-for i = 1, #fields, 2 do
-  local field = fields[i]
-  if string.sub(field, 1, 2) == 'k:' then
-    local value = redis.call('GET', ARGV[1] .. string.sub(field, 3))
-    if value then
-      values[#values + 1] = string.sub(field, 3)
-      values[#values + 1] = value
-    end
-  end
-end
-return {fields, values}
-"""
-
-# KEYS: hash. ARGV: status. Sets it only while the session exists.
-_SET_STATUS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-return 1
-"""
-
-# KEYS: hash, index sets. ARGV: data prefix, session id. Deletes every key of the session.
-_DROP = """
-local removed = 0
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 2) == 'k:' then
-      redis.call('DEL', ARGV[1] .. string.sub(field, 3))
-    end
-  end
-  removed = redis.call('DEL', KEYS[1])
-end
-for j = 2, #KEYS do redis.call('SREM', KEYS[j], ARGV[2]) end
-return removed
-"""
-
-# KEYS: hash, data keys. ARGV: n, n (field, old, new) triples for the hash, then (old, new) per data key.
-# Compare-and-set: a value changed meanwhile was written under the new key already, so it is skipped.
-_REPLACE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = tonumber(ARGV[1])
-local i = 2
-local changed = 0
-for _ = 1, n do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
-    changed = changed + 1
-  end
-  i = i + 3
-end
-for k = 2, #KEYS do
-  if redis.call('GET', KEYS[k]) == ARGV[i] then
-    redis.call('SET', KEYS[k], ARGV[i + 1], 'KEEPTTL')
-    changed = changed + 1
-  end
-  i = i + 2
-end
-return changed
-"""
+def _session_script(name: str) -> str:
+    """A session script from sessions/lua, with the refresh() function it calls in front of it."""
+    return scripts.load("sessions", "session_refresh") + scripts.load("sessions", name)
 
 
 @dataclass(frozen=True)
@@ -250,7 +83,7 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
 
 
-def _text(value: bytes | str | None) -> str:
+def as_text(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else value
@@ -309,25 +142,32 @@ class SessionStore:
         self.max_ttl_seconds = max_ttl_seconds
         self.max_session_keys = max_session_keys
         self._meta_cache: cachetools.LRUCache[str, _Meta] = cachetools.LRUCache(_META_CACHE_SIZE)
-        self._write = redis.register_script(_WRITE)
-        self._delete_key = redis.register_script(_DELETE_KEY)
-        self._read = redis.register_script(_READ)
-        self._touch = redis.register_script(_TOUCH)
-        self._put = redis.register_script(_PUT)
-        self._snapshot = redis.register_script(_SNAPSHOT)
-        self._set_status = redis.register_script(_SET_STATUS)
-        self._drop = redis.register_script(_DROP)
-        self._replace = redis.register_script(_REPLACE)
+        self._write = redis.register_script(_session_script("session_write"))
+        self._delete_key = redis.register_script(_session_script("session_delete_key"))
+        self._read = redis.register_script(_session_script("session_read"))
+        self._touch = redis.register_script(_session_script("session_touch"))
+        self._put = redis.register_script(_session_script("session_put"))
+        self._snapshot = redis.register_script(scripts.load("sessions", "session_snapshot"))
+        self._set_status = redis.register_script(scripts.load("sessions", "session_set_status"))
+        self._drop = redis.register_script(scripts.load("sessions", "session_drop"))
 
     # -- key names ---------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    def _hash(self, session: str) -> str:
+    def hash_key(self, session: str) -> str:
         return self._key("session", session)
 
-    def _data_prefix(self, session: str) -> str:
+    def data_prefix(self, session: str) -> str:
         return self._key("session", session, "data", "")
+
+    async def live_session_ids(self) -> AsyncIterator[str]:
+        """The id of every session in Redis, whoever owns it (a SCAN: for admins and operators)."""
+        base = self._key("session", "")
+        async for raw in self.redis.scan_iter(match=_glob_escape(base) + "*", count=1000, _type="HASH"):
+            tail = as_text(raw)[len(base) :]
+            if len(tail) == 36 and ":" not in tail:
+                yield tail
 
     def _index(self, user: str) -> str:
         return self._key("session", "index", user)
@@ -356,7 +196,7 @@ class SessionStore:
         """
         meta: _Meta | None = self._meta_cache.get(session)
         if meta is None:
-            blob = await self.redis.hget(self._hash(session), "meta")
+            blob = await self.redis.hget(self.hash_key(session), "meta")
             if blob is None:
                 raise access.not_found(session)
             meta = self._meta_cache[session] = self._decode_meta(blob)
@@ -414,10 +254,10 @@ class SessionStore:
             "created": repr(now).encode(),
             "bytes": b"0",
         }
-        args: list[Any] = [self._data_prefix(session), repr(now), session, len(fields)]
+        args: list[Any] = [self.data_prefix(session), repr(now), session, len(fields)]
         for name, value in fields.items():
             args += [name, value]
-        created = await self._put(keys=[self._hash(session), *self._indexes(grants)], args=args)
+        created = await self._put(keys=[self.hash_key(session), *self._indexes(grants)], args=args)
         if not created:  # a UUID4 collision: vanishingly rare, never silently merged
             raise Unavailable("could not allocate a session id; retry")
         answer: dict[str, Any] = {
@@ -439,8 +279,8 @@ class SessionStore:
         meta.grants.require_write(caller, session)
         now = time.time()
         result = await self._touch(
-            keys=[self._hash(session), *self._indexes(meta.grants)],
-            args=[self._data_prefix(session), repr(now), str(ttl)],
+            keys=[self.hash_key(session), *self._indexes(meta.grants)],
+            args=[self.data_prefix(session), repr(now), str(ttl)],
         )
         if int(result) < 0:
             raise access.not_found(session)
@@ -461,11 +301,11 @@ class SessionStore:
         token = meta.token(key)
         entry = {**entry, "name": key, "size_bytes": len(value_blob), "updated_at": _iso(time.time())}
         code, total = await self._write(
-            keys=[self._hash(session), self._data_prefix(session) + token, *self._indexes(meta.grants)],
+            keys=[self.hash_key(session), self.data_prefix(session) + token, *self._indexes(meta.grants)],
             args=[
-                self._data_prefix(session),
+                self.data_prefix(session),
                 repr(time.time()),
-                _KEY_FIELD + token,
+                KEY_FIELD + token,
                 self.cipher.encrypt_json(entry),
                 value_blob,
                 self.max_session_bytes,
@@ -496,8 +336,8 @@ class SessionStore:
         meta.grants.require_write(caller, session)
         token = meta.token(key)
         code, total = await self._delete_key(
-            keys=[self._hash(session), self._data_prefix(session) + token, *self._indexes(meta.grants)],
-            args=[self._data_prefix(session), repr(time.time()), _KEY_FIELD + token],
+            keys=[self.hash_key(session), self.data_prefix(session) + token, *self._indexes(meta.grants)],
+            args=[self.data_prefix(session), repr(time.time()), KEY_FIELD + token],
         )
         if code == -1:
             raise access.not_found(session)
@@ -521,7 +361,7 @@ class SessionStore:
                 f"value is {len(raw):,} bytes of JSON; the limit is {self.max_value_bytes:,} stored bytes "
                 "per value (SESSION_MAX_VALUE_BYTES): save less or split it"
             )
-        if len(raw) > _THREAD_THRESHOLD:
+        if len(raw) > THREAD_THRESHOLD:
             return await asyncio.to_thread(self.cipher.encrypt_json, value, True)
         return self.cipher.encrypt_json(value, compress=len(raw) > 1024)
 
@@ -585,8 +425,8 @@ class SessionStore:
         meta = await self._meta(caller, session)
         token = meta.token(key)
         found = await self._read(
-            keys=[self._hash(session), self._data_prefix(session) + token, *self._indexes(meta.grants)],
-            args=[self._data_prefix(session), repr(time.time()), _KEY_FIELD + token],
+            keys=[self.hash_key(session), self.data_prefix(session) + token, *self._indexes(meta.grants)],
+            args=[self.data_prefix(session), repr(time.time()), KEY_FIELD + token],
         )
         if found is None:
             raise access.not_found(session)
@@ -613,7 +453,7 @@ class SessionStore:
         if kind != "dataset":
             value = (
                 await asyncio.to_thread(self.cipher.decrypt_json, blob)
-                if len(blob) > _THREAD_THRESHOLD
+                if len(blob) > THREAD_THRESHOLD
                 else (self.cipher.decrypt_json(blob))
             )
             answer = {
@@ -674,7 +514,7 @@ class SessionStore:
             return "application/json", json.dumps(read["value"], default=str)
         value = (
             await asyncio.to_thread(self.cipher.decrypt_json, blob)
-            if len(blob) > _THREAD_THRESHOLD
+            if len(blob) > THREAD_THRESHOLD
             else self.cipher.decrypt_json(blob)
         )
         if entry.get("kind") == "chart" and isinstance(value, dict):
@@ -689,7 +529,7 @@ class SessionStore:
         return "application/json", text
 
     async def _frame(self, blob: bytes) -> pd.DataFrame:
-        if len(blob) > _THREAD_THRESHOLD:
+        if len(blob) > THREAD_THRESHOLD:
             return await asyncio.to_thread(lambda: bytes_to_frame(self.cipher.decrypt(blob)))
         return bytes_to_frame(self.cipher.decrypt(blob))
 
@@ -708,14 +548,16 @@ class SessionStore:
         return await self._frame(blob)
 
     async def _entries(self, session: str) -> list[dict[str, Any]]:
-        fields = await self.redis.hgetall(self._hash(session))
-        entries = [self._entry(blob) for field, blob in fields.items() if _text(field).startswith(_KEY_FIELD)]
+        fields = await self.redis.hgetall(self.hash_key(session))
+        entries = [
+            self._entry(blob) for field, blob in fields.items() if as_text(field).startswith(KEY_FIELD)
+        ]
         return sorted(entries, key=lambda item: str(item["name"]))
 
     # -- listing -----------------------------------------------------------------------------
     def _describe(self, session: str, fields: Mapping[Any, Any], meta: _Meta) -> dict[str, Any]:
         entries = sorted(
-            (self._entry(blob) for field, blob in fields.items() if _text(field).startswith(_KEY_FIELD)),
+            (self._entry(blob) for field, blob in fields.items() if as_text(field).startswith(KEY_FIELD)),
             key=lambda item: str(item["name"]),
         )
         grants = meta.grants
@@ -723,7 +565,7 @@ class SessionStore:
             "session_id": session,
             "owner_id": grants.owner_id,
             "data_source": meta.data_source,
-            "status": _text(fields.get(b"status")),
+            "status": as_text(fields.get(b"status")),
             "created_at": _iso(meta.created_at),
             "last_accessed": _iso(float(fields.get(b"accessed") or meta.created_at)),
             "expires_at": _iso(float(fields.get(b"expires") or 0)),
@@ -744,18 +586,13 @@ class SessionStore:
         if all_users and caller.role != "admin":
             raise Forbidden("all_users=true needs role admin")
         if all_users:
-            pattern = _glob_escape(self._key("session", "")) + "*"
-            candidates = set()
-            async for raw in self.redis.scan_iter(match=pattern, count=1000, _type="HASH"):
-                tail = _text(raw)[len(self._key("session", "")) :]
-                if len(tail) == 36 and ":" not in tail:
-                    candidates.add(tail)
+            candidates = {session async for session in self.live_session_ids()}
         else:
-            candidates = {_text(raw) for raw in await self.redis.smembers(self._index(caller.user_id))}
+            candidates = {as_text(raw) for raw in await self.redis.smembers(self._index(caller.user_id))}
         ids = sorted(candidates)
         async with self.redis.pipeline(transaction=False) as pipe:
             for session in ids:
-                pipe.hgetall(self._hash(session))
+                pipe.hgetall(self.hash_key(session))
             hashes = await pipe.execute()
         sessions, gone = [], []
         for session, fields in zip(ids, hashes, strict=True):
@@ -772,7 +609,7 @@ class SessionStore:
 
     async def describe(self, caller: Caller, session_id: str) -> dict[str, Any]:
         session = access.session_id(session_id)
-        fields = await self.redis.hgetall(self._hash(session))
+        fields = await self.redis.hgetall(self.hash_key(session))
         if not fields or b"meta" not in fields:
             raise access.not_found(session)
         meta = self._decode_meta(fields[b"meta"])
@@ -785,10 +622,10 @@ class SessionStore:
         session = access.session_id(session_id)
         if caller.role != "admin":
             raise Forbidden("session_delete needs role admin; use session_close for your own sessions")
-        blob = await self.redis.hget(self._hash(session), "meta")
+        blob = await self.redis.hget(self.hash_key(session), "meta")
         indexes = self._indexes(self._decode_meta(blob).grants) if blob is not None else []
         removed = await self._drop(
-            keys=[self._hash(session), *indexes], args=[self._data_prefix(session), session]
+            keys=[self.hash_key(session), *indexes], args=[self.data_prefix(session), session]
         )
         archived = await self.archive.remove(session) if self.archive is not None else False
         if not removed and not archived:
@@ -808,7 +645,7 @@ class SessionStore:
         indexes = self._indexes(meta.grants)
         if not archive:
             if not await self._drop(
-                keys=[self._hash(session), *indexes], args=[self._data_prefix(session), session]
+                keys=[self.hash_key(session), *indexes], args=[self.data_prefix(session), session]
             ):
                 raise access.not_found(session)
             return {"session_id": session, "status": "closed", "archived": False}
@@ -816,13 +653,13 @@ class SessionStore:
             raise Unavailable(
                 "no session archive is configured; close with archive=false or configure DATABASE_URL"
             )
-        snapshot = await self._snapshot(keys=[self._hash(session)], args=[self._data_prefix(session)])
+        snapshot = await self._snapshot(keys=[self.hash_key(session)], args=[self.data_prefix(session)])
         if snapshot is None:
             raise access.not_found(session)
         fields, values = snapshot
-        hash_fields = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
+        hash_fields = {as_text(fields[i]): as_text(fields[i + 1]) for i in range(0, len(fields), 2)}
         hash_fields["status"] = "active"
-        payload = {_text(values[i]): _text(values[i + 1]) for i in range(0, len(values), 2)}
+        payload = {as_text(values[i]): as_text(values[i + 1]) for i in range(0, len(values), 2)}
         try:
             await self.archive.save(
                 session,
@@ -832,9 +669,9 @@ class SessionStore:
             )
         except BaseException:
             # The archive did not take it: the live session stays exactly as it was.
-            await self._set_status(keys=[self._hash(session)], args=["active"])
+            await self._set_status(keys=[self.hash_key(session)], args=["active"])
             raise
-        await self._drop(keys=[self._hash(session), *indexes], args=[self._data_prefix(session), session])
+        await self._drop(keys=[self.hash_key(session), *indexes], args=[self.data_prefix(session), session])
         return {
             "session_id": session,
             "status": "closed",
@@ -846,7 +683,7 @@ class SessionStore:
     async def restore(self, caller: Caller, session_id: str) -> dict[str, Any]:
         """Bring an archived session back to Redis (owner or admin), with a fresh expiry."""
         session = access.session_id(session_id)
-        live = await self.redis.hget(self._hash(session), "meta")
+        live = await self.redis.hget(self.hash_key(session), "meta")
         if live is not None and self._decode_meta(live).grants.can_read(caller):
             raise InvalidInput(f"session '{session}' is active already; read it with session_read")
         if self.archive is None:
@@ -857,18 +694,18 @@ class SessionStore:
                 f"archived session '{session}' not found: only its owner or an admin can restore it; "
                 "session_list with archived=true shows yours"
             )
-        if await self.redis.exists(self._hash(session)):
+        if await self.redis.exists(self.hash_key(session)):
             raise InvalidInput(f"session '{session}' is active already; read it with session_read")
         hash_fields: dict[str, str] = json.loads(archived.metadata)["hash"]
         values: dict[str, str] = json.loads(archived.payload)["values"]
         meta = self._decode_meta(hash_fields["meta"].encode())
         now = time.time()
-        args: list[Any] = [self._data_prefix(session), repr(now), session, len(hash_fields)]
+        args: list[Any] = [self.data_prefix(session), repr(now), session, len(hash_fields)]
         for name, value in hash_fields.items():
             args += [name, value]
         for token, value in values.items():
             args += [token, value]
-        put = await self._put(keys=[self._hash(session), *self._indexes(meta.grants)], args=args)
+        put = await self._put(keys=[self.hash_key(session), *self._indexes(meta.grants)], args=args)
         if not put:
             raise InvalidInput(f"session '{session}' is active already; read it with session_read")
         await self.archive.remove(session)
@@ -891,112 +728,3 @@ class SessionStore:
             for session, owner, when in rows
         ]
         return {"archived": archived, "count": len(archived)}
-
-    # -- key rotation ------------------------------------------------------------------------
-    async def rotate_keys(self) -> dict[str, int]:
-        """Re-encrypt every live and archived session under the first key, so old keys can be dropped.
-
-        A session no configured key decrypts is left as it is and counted in `unreadable`; the other
-        sessions are rotated all the same. Running it twice is harmless (the second run changes nothing).
-        """
-        pattern = _glob_escape(self._key("session", "")) + "*"
-        base = self._key("session", "")
-        counts = dict.fromkeys(
-            (
-                "sessions_rotated",
-                "items_reencrypted",
-                "archived_sessions_rotated",
-                "archived_items_reencrypted",
-                "unreadable",
-            ),
-            0,
-        )
-        async for raw in self.redis.scan_iter(match=pattern, count=500, _type="HASH"):
-            tail = _text(raw)[len(base) :]
-            if len(tail) != 36 or ":" in tail:
-                continue
-            try:
-                changed = await self._rotate_session(tail)
-            except Unavailable:
-                counts["unreadable"] += 1
-                continue
-            if changed:
-                counts["sessions_rotated"] += 1
-                counts["items_reencrypted"] += changed
-        if self.archive is not None:
-            for session in await self.archive.session_ids():
-                try:
-                    changed = await self._rotate_archived(session)
-                except Unavailable:
-                    counts["unreadable"] += 1
-                    continue
-                if changed:
-                    counts["archived_sessions_rotated"] += 1
-                    counts["archived_items_reencrypted"] += changed
-        return counts
-
-    async def _rotated(self, blob: bytes | str) -> bytes | None:
-        """`blob` under the first key, or None when it is there already."""
-        if len(blob) > _THREAD_THRESHOLD:
-            current = await asyncio.to_thread(self.cipher.is_current, blob)
-            return None if current else await asyncio.to_thread(self.cipher.rotate, blob)
-        return None if self.cipher.is_current(blob) else self.cipher.rotate(blob)
-
-    async def _rotate_session(self, session: str) -> int:
-        fields = await self.redis.hgetall(self._hash(session))
-        if not fields:
-            return 0
-        triples: list[bytes | str] = []
-        for field, blob in fields.items():
-            name = _text(field)
-            if name == "meta" or name.startswith(_KEY_FIELD):
-                rotated = await self._rotated(blob)
-                if rotated is not None:
-                    triples += [name, blob, rotated]
-        data_keys: list[str] = []
-        pairs: list[bytes | str] = []
-        tokens = [_text(field)[len(_KEY_FIELD) :] for field in fields if _text(field).startswith(_KEY_FIELD)]
-        if tokens:
-            blobs = await self.redis.mget([self._data_prefix(session) + token for token in tokens])
-            for token, value in zip(tokens, blobs, strict=True):
-                if value is None:  # expired or overwritten meanwhile
-                    continue
-                rotated = await self._rotated(value)
-                if rotated is not None:
-                    data_keys.append(self._data_prefix(session) + token)
-                    pairs += [value, rotated]
-        if not triples and not data_keys:
-            return 0
-        changed = await self._replace(
-            keys=[self._hash(session), *data_keys], args=[len(triples) // 3, *triples, *pairs]
-        )
-        return int(changed)
-
-    async def _rotate_archived(self, session: str) -> int:
-        assert self.archive is not None
-        archived = await self.archive.fetch(session)
-        if archived is None:  # restored or deleted meanwhile
-            return 0
-        hash_fields: dict[str, str] = json.loads(archived.metadata)["hash"]
-        values: dict[str, str] = json.loads(archived.payload)["values"]
-        changed = 0
-        for name, blob in hash_fields.items():
-            if name == "meta" or name.startswith(_KEY_FIELD):
-                rotated = await self._rotated(blob)
-                if rotated is not None:
-                    hash_fields[name] = rotated.decode()
-                    changed += 1
-        for token, blob in values.items():
-            rotated = await self._rotated(blob)
-            if rotated is not None:
-                values[token] = rotated.decode()
-                changed += 1
-        if not changed:
-            return 0
-        replaced = await self.archive.replace(
-            session,
-            archived.archived_at,
-            json.dumps({"format": 1, "hash": hash_fields}).encode(),
-            json.dumps({"format": 1, "values": values}).encode(),
-        )
-        return changed if replaced else 0

@@ -20,9 +20,10 @@ import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 from fastmcp import Client
 
-from mcp_server.app import App, build_app
+from mcp_server.app import App
 from mcp_server.config import Settings, digest_key
 from mcp_server.runtime import Runtime, start_runtime
+from mcp_server.server import build_app
 from warehouse import sql, sqlguard
 from warehouse.db import query_role_name
 from warehouse.generator import generate, make_plan

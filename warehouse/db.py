@@ -272,7 +272,10 @@ class Database:
 
     async def fetch_named(self, name: str, *args: Any, read: bool = True) -> list[asyncpg.Record]:
         async with self.connection(read=read) as conn:
-            return await _bounded(conn.fetch(sql.load(name), *args, timeout=NAMED_QUERY_TIMEOUT))
+            rows: list[asyncpg.Record] = await _bounded(
+                conn.fetch(sql.load(name), *args, timeout=NAMED_QUERY_TIMEOUT)
+            )
+            return rows
 
     async def fetchrow_named(self, name: str, *args: Any, read: bool = True) -> asyncpg.Record | None:
         async with self.connection(read=read) as conn:

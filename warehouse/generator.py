@@ -171,7 +171,8 @@ def _uuid4_bytes(rng: np.random.Generator, count: int) -> np.ndarray:
 
 def _spread(rng: np.random.Generator, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """A uniform instant in [low, high) for each pair, whole microseconds."""
-    return low + (rng.random(len(low)) * (high - low)).astype(np.int64)
+    spread: np.ndarray = low + (rng.random(len(low)) * (high - low)).astype(np.int64)
+    return spread
 
 
 def generate(plan: GenerationPlan) -> Dataset:

@@ -192,6 +192,7 @@ async def run_select(
     async with contextlib.AsyncExitStack() as stack:
         if conn is None:
             conn = await stack.enter_async_context(db.connection(read=True, query=True))
+        assert conn is not None
         await conn.execute(begin, timeout=client_timeout)
         try:
             try:
@@ -201,7 +202,9 @@ async def run_select(
                 columns = _columns(attributes)
                 bounded = _bounded_statement(checked.sql, attributes, max_bytes)
                 if bounded is not None:
-                    shift = bounded.index(checked.sql)  # error positions in the wrapper map back to the agent's
+                    shift = bounded.index(
+                        checked.sql
+                    )  # error positions in the wrapper map back to the agent's
                     statement = await _prepare(conn, bounded, client_timeout)
                 cursor = await statement.cursor(*arguments, timeout=client_timeout)
                 rows, truncated_by, cut = await _fetch_bounded(
@@ -549,7 +552,9 @@ def _timed_out(timeout: float) -> Timeout:
     )
 
 
-def _mapped(error: asyncpg.PostgresError, bound: BoundQuery, timeout: float, shift: int = 0) -> AnalyticsError:
+def _mapped(
+    error: asyncpg.PostgresError, bound: BoundQuery, timeout: float, shift: int = 0
+) -> AnalyticsError:
     """One line from PostgreSQL's error: the message, where in the agent's text, and PostgreSQL's hint.
 
     `shift`: where the agent's statement starts in the text PostgreSQL ran (the bounding wrapper)."""

@@ -659,7 +659,7 @@ def table_aliases(sql: str) -> list[str]:
         statements = parse_sql(sql)
     except parser.ParseError:
         return []
-    aliases: list[tuple[int, str]] = []  # (where it is in the text, name)
+    aliases: list[tuple[int, str | None]] = []  # (where it is in the text, name)
     for statement in statements:
         for node in _walk(statement.stmt):
             if isinstance(node, ast.RangeVar):
@@ -667,7 +667,7 @@ def table_aliases(sql: str) -> list[str]:
                 aliases.append((node.location or 0, name))
             elif isinstance(node, ast.RangeSubselect) and node.alias is not None:
                 aliases.append((len(sql), node.alias.aliasname))
-    return list(dict.fromkeys(name for _, name in sorted(aliases) if name))
+    return list(dict.fromkeys(name for _, name in sorted(aliases, key=lambda item: item[0]) if name))
 
 
 def _names(names: Sequence[Any] | None) -> list[str]:
@@ -706,7 +706,7 @@ def _walk(node: Any) -> Iterator[ast.Node]:
         current = stack.pop()
         if isinstance(current, ast.Node):
             yield current
-            for attribute in current.__slots__:
+            for attribute in current.__slots__:  # type: ignore[attr-defined]  # pglast's nodes declare them
                 value = getattr(current, attribute, None)
                 if isinstance(value, (ast.Node, tuple, list)):
                     stack.append(value)

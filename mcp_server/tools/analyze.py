@@ -20,7 +20,6 @@ from analytics.summary import Outcome
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, current_identity
 from mcp_server.cache import Cache
-from mcp_server.stores import session_store
 from sessions import access
 from sessions.access import KeyName, SessionId
 from sessions.datasets import json_ready
@@ -127,14 +126,14 @@ def register(app: App) -> None:
                     "parameters.dataset is required when data_source is a session id; name a dataset saved "
                     "with query_database(session_id=..., save_as=...)"
                 )
-            frame = await session_store(runtime).load_dataset(identity, source, checked.dataset)
+            frame = await runtime.services.session_store.load_dataset(identity, source, checked.dataset)
             outcome = await asyncio.to_thread(analysis.resolve("frame"), frame, checked)
             answer = _answer(analysis.name, outcome, source, started)
             answer["metadata"]["dataset"] = checked.dataset
         answer["metadata"]["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
         saved = None
         if session_id is not None and save_as is not None:  # the session keeps the whole detail
-            saved = await session_store(runtime).save_value(
+            saved = await runtime.services.session_store.save_value(
                 identity, session_id, save_as, answer, kind="analysis"
             )
         return _response(answer, detail, include_sql, saved)

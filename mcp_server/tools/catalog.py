@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import cachetools
 from fastmcp.resources import TextResource
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from pydantic import AnyUrl, Field
@@ -14,11 +12,12 @@ from pydantic import AnyUrl, Field
 from analytics.errors import AnalyticsError, NotFound
 from mcp_server.app import REDIS_DOWN, App
 from mcp_server.auth import ANALYST, EVERYONE, current_identity
-from mcp_server.runtime import Runtime
+from mcp_server.calls import current_call
 from prompts import workflows
 from resources.dictionary import render_dictionary
 from resources.schema import render_schema, render_table
 from sessions.datasets import json_ready
+from sessions.store import SessionStore
 from warehouse import catalog
 
 MARKDOWN = "text/markdown"
@@ -30,58 +29,20 @@ SAMPLE_ROWS = 5
 # the error-answering wrapper in mcp_server.app, where a module-level alias of ours is unknown.
 
 
-class CatalogCache:
-    """Rendered schema pages kept for a few seconds: agents read them often, the catalog rarely changes.
-
-    One per runtime (in-process); a data load clears it, and SCHEMA_CACHE_SECONDS bounds staleness
-    after DDL (an added column shows up at most that many seconds later).
-    """
-
-    def __init__(self, seconds: float) -> None:
-        # One page per table plus the overview: the size bound is only a backstop.
-        self._pages: cachetools.TTLCache[str, str] | None = (
-            cachetools.TTLCache(maxsize=1_024, ttl=seconds) if seconds > 0 else None
-        )
-
-    async def page(self, key: str, render: Callable[[], Awaitable[str]]) -> str:
-        cached: str | None = self._pages.get(key) if self._pages is not None else None
-        if cached is not None:
-            return cached
-        text = await render()
-        if self._pages is not None:
-            self._pages[key] = text
-        return text
-
-    async def clear(self) -> None:
-        if self._pages is not None:
-            self._pages.clear()
-
-
-def catalog_cache(runtime: Runtime) -> CatalogCache:
-    cache = runtime.extras.get("catalog_cache")
-    if cache is None:
-        cache = runtime.extras["catalog_cache"] = CatalogCache(runtime.settings.schema_cache_seconds)
-        runtime.extras.setdefault("on_data_replaced", []).append(cache.clear)
-    assert isinstance(cache, CatalogCache)
-    return cache
-
-
 class SessionResources(Middleware):
     """Lists the caller's live sessions as `session://{id}` resources, so a client that browses
     resources sees an agent's context (reading one goes through the session:// template)."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
 
     async def on_list_resources(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         resources = list(await call_next(context))
-        identity = await self.app.identify()
-        if identity is None:
+        call = current_call()
+        if call is None or call.identity is None:
             return resources
-        from mcp_server.stores import session_store
-
         try:
-            listed = await session_store(self.app.runtime).list_sessions(identity)
+            listed = await self.store.list_sessions(call.identity)
         except (AnalyticsError, *REDIS_DOWN):
             return resources  # the store is unavailable: the static resources are still listed
         for session in listed["sessions"]:
@@ -100,8 +61,7 @@ class SessionResources(Middleware):
 
 def register(app: App) -> None:
     runtime = app.runtime
-    cache = catalog_cache(runtime)
-    app.mcp.add_middleware(SessionResources(app))
+    cache = runtime.services.catalog_cache
 
     @app.resource("schema://database/main", roles=ANALYST, mime_type=MARKDOWN, name="database_schema")
     async def database_schema() -> str:
@@ -145,10 +105,7 @@ def register(app: App) -> None:
     @app.resource("session://{session_id}", roles=EVERYONE, mime_type=JSON, name="session")
     async def session(session_id: str) -> str:
         """A session you may read: its metadata and the keys (datasets, analyses, charts, values) it holds."""
-        from mcp_server.stores import session_store
-
-        store = session_store(runtime)
-        described = await store.describe(current_identity(), session_id)
+        described = await runtime.services.session_store.describe(current_identity(), session_id)
         return json.dumps(json_ready(described), indent=2)
 
     @app.prompt(roles=ANALYST)

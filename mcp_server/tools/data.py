@@ -8,8 +8,10 @@ from typing import Annotated, Any
 from fastmcp import Context
 from pydantic import Field
 
+from mcp_server import metrics
 from mcp_server.app import App
-from mcp_server.auth import ADMIN, ANALYST
+from mcp_server.auth import ADMIN, ANALYST, current_identity
+from mcp_server.observability import latency_percentiles
 from sessions.datasets import json_ready
 from warehouse.generator import generate, make_plan
 
@@ -48,8 +50,8 @@ def register(app: App) -> None:
             },
             "data_version": await runtime.db.data_version(),
         }
-        for extend in runtime.extras.get("snapshot_extensions", []):
-            snapshot.update(await extend())
+        if current_identity().is_admin:  # every caller's latency: only admins see it
+            snapshot["latency_ms"] = latency_percentiles(metrics.tool_durations(runtime.metrics))
         return json_ready(snapshot)
 
     @app.tool(roles=ADMIN, annotations={"destructiveHint": True})
@@ -75,8 +77,7 @@ def register(app: App) -> None:
 
         report = await runtime.db.replace_data(data, progress=progress)
         await asyncio.gather(*progress_updates, return_exceptions=True)
-        for invalidate in runtime.extras.get("on_data_replaced", []):
-            await invalidate()
+        await runtime.services.data_replaced()
         return {
             "customers": report.customers,
             "network_events": report.network_events,

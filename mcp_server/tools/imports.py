@@ -19,13 +19,10 @@ from importers import Imported, ImportOptions, Limits, parse_file
 from importers.detect import Requested
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST, current_identity
-from mcp_server.runtime import Runtime
-from mcp_server.stores import session_store
 from sessions.access import KeyName, SessionId
 from sessions.datasets import json_ready, preview_rows
 from warehouse import sandbox
 
-_CONCURRENT_IMPORTS = 2  # parsing is CPU and memory heavy: a few at a time per instance
 _PREVIEW_ROWS = 5
 
 DatasetName = Annotated[
@@ -57,7 +54,7 @@ def register(app: App) -> None:
             raise InvalidInput(
                 "give exactly one of content_base64 (the file's bytes) or path (inside IMPORT_DIR)"
             )
-        store = session_store(runtime)
+        store = runtime.services.session_store
         await store.describe(caller, session)  # an unknown or invisible session fails before the work
         limits = Limits(
             max_bytes=runtime.settings.import_max_bytes,
@@ -78,7 +75,7 @@ def register(app: App) -> None:
             origin |= {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
             return imported, origin
 
-        async with _import_slots(runtime):
+        async with runtime.services.import_slots:
             imported, origin = await asyncio.to_thread(read_and_parse)
         source = {"type": "import", "format": imported.format, **origin, **imported.details}
         saved = await store.save_dataset(caller, session, name, imported.frame, source)
@@ -98,7 +95,7 @@ def register(app: App) -> None:
     @app.tool(roles=ANALYST, annotations={"readOnlyHint": True})
     async def describe_dataset(session_id: SessionId, dataset: DatasetName) -> dict[str, Any]:
         """Column types, nulls, distinct counts and numeric/date/text summaries of a session dataset."""
-        frame = await session_store(runtime).load_dataset(current_identity(), session_id, dataset)
+        frame = await runtime.services.session_store.load_dataset(current_identity(), session_id, dataset)
         summary = await asyncio.to_thread(describe, frame) if frame.size > 20_000 else describe(frame)
         described: dict[str, Any] = json_ready(
             {"session_id": session_id.strip().lower(), "dataset": dataset, **summary}
@@ -119,17 +116,9 @@ def register(app: App) -> None:
     ) -> dict[str, Any]:
         """Admin: copy a session dataset into a new PostgreSQL table sandbox.<table> so SQL can join it."""
         sandbox.table_name(table)  # refuse a bad name before loading the dataset
-        frame = await session_store(runtime).load_dataset(current_identity(), session_id, dataset)
+        frame = await runtime.services.session_store.load_dataset(current_identity(), session_id, dataset)
         loaded = await sandbox.load_frame(runtime.db, table, frame, replace=replace)
         return {"session_id": session_id.strip().lower(), "dataset": dataset, **loaded}
-
-
-def _import_slots(runtime: Runtime) -> asyncio.Semaphore:
-    slots = runtime.extras.get("import_slots")
-    if slots is None:
-        slots = runtime.extras["import_slots"] = asyncio.Semaphore(_CONCURRENT_IMPORTS)
-    assert isinstance(slots, asyncio.Semaphore)
-    return slots
 
 
 def _decoded(content_base64: str, max_bytes: int) -> bytes:

@@ -11,11 +11,9 @@ from mcp.types import TextContent
 from pydantic import Field
 
 from analytics.errors import InvalidInput
-from mcp_server import batching, logs
+from mcp_server import logs
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, Identity, current_identity
-from mcp_server.batching import BatchWriter
-from mcp_server.budget import query_seconds
 from mcp_server.cache import Cache
 from mcp_server.runtime import Runtime
 from sessions.access import KeyName, SessionId
@@ -24,7 +22,6 @@ from warehouse import query as queries
 from warehouse.labels import request_label
 from warehouse.sqlguard import MAX_QUERY_CHARS
 
-_QUERY_LOG = "query_log_writer"
 CACHE_SECONDS = 300
 PREVIEW_ROWS = 10  # a save_as preview: enough to see the shape, the dataset holds the rest
 PREVIEW_MAX_BYTES = 16_000  # a save_as preview's rows, as JSON
@@ -39,19 +36,6 @@ INLINE_MAX_BYTES = 900_000
 
 Scalar = str | int | float | bool | None
 ParameterValue = Scalar | list[Scalar]
-
-
-def query_log(runtime: Runtime) -> BatchWriter[queries.QueryLogEntry]:
-    """The runtime's query-log writer: entries are queued and written in batches, off the call's path."""
-    writer = runtime.extras.get(_QUERY_LOG)
-    if writer is None:
-
-        async def write(entries: list[queries.QueryLogEntry]) -> None:
-            await queries.write_query_log(runtime.db, entries)
-
-        writer = runtime.extras[_QUERY_LOG] = BatchWriter("query_log", write)
-        batching.register(runtime, writer)
-    return writer
 
 
 def register(app: App) -> None:
@@ -199,7 +183,7 @@ async def _run(
 ) -> queries.QueryResult:
     started = time.perf_counter()
     text, known_hash = (query.text, query.hash) if isinstance(query, queries.GuardedQuery) else (query, None)
-    seconds = query_seconds(runtime)
+    seconds = runtime.services.query_seconds
     try:
         await seconds.check(caller.user_id)  # a spent budget refuses the query before it starts
         result = await queries.run_select(
@@ -231,8 +215,6 @@ async def _save_dataset(
     session_id: str,
     save_as: str,
 ) -> dict[str, Any]:
-    from mcp_server.stores import session_store  # the session feature is optional for plain queries
-
     limit, max_bytes = runtime.settings.dataset_max_rows, runtime.settings.dataset_max_bytes
     result = await _run(runtime, caller, query, parameters, timeout, limit, max_bytes)
     source = {
@@ -246,7 +228,7 @@ async def _save_dataset(
     row_count = len(result.rows)
     frame = queries.to_frame(result)
     result.rows.clear()  # the frame holds the values now: free the rows before the frame is encoded
-    stored = await session_store(runtime).save_dataset(caller, session_id, save_as, frame, source)
+    stored = await runtime.services.session_store.save_dataset(caller, session_id, save_as, frame, source)
     del frame
     answer = {
         "rows": preview,
@@ -347,7 +329,7 @@ async def _log(
         cached=cached,
         known_hash=known_hash,
     )
-    await query_log(runtime).put(entry)  # waits only while the log's queue is full: never drops
+    await runtime.services.query_log.put(entry)  # waits only while the log's queue is full: never drops
 
 
 def _markdown(answer: dict[str, Any], budget: int = RESPONSE_MAX_BYTES) -> str:

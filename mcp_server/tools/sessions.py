@@ -9,8 +9,8 @@ from pydantic import Field
 
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
-from mcp_server.stores import session_store
 from sessions.access import KeyName, SessionId
+from sessions.rotation import rotate_keys
 
 
 def register(app: App) -> None:
@@ -28,7 +28,7 @@ def register(app: App) -> None:
         user_id: Annotated[str | None, Field(description="grant this user access (optional)")] = None,
     ) -> dict[str, Any]:
         """Open a session you own: an encrypted store for datasets, analyses, charts and values."""
-        store = session_store(runtime)
+        store = runtime.services.session_store
         return await store.create(current_identity(), data_source, access_level, ttl_seconds, user_id)
 
     @app.tool(roles=EVERYONE, annotations={"readOnlyHint": True})
@@ -39,12 +39,14 @@ def register(app: App) -> None:
         limit: Annotated[int, Field(ge=1, le=1000, description="dataset rows in the preview")] = 20,
     ) -> dict[str, Any]:
         """Read one key of a session; a dataset key gives its columns, row count, source and a page of rows."""
-        return await session_store(runtime).read(current_identity(), session_id, key, offset, limit)
+        return await runtime.services.session_store.read(current_identity(), session_id, key, offset, limit)
 
     @app.resource("session://{session_id}/{key}", roles=EVERYONE, name="session_key")
     async def session_key(session_id: str, key: str) -> ResourceResult:
         """One key of a session you may read, in full: a chart's file (PNG, SVG, HTML), a value's JSON."""
-        mime_type, content = await session_store(runtime).read_linked(current_identity(), session_id, key)
+        mime_type, content = await runtime.services.session_store.read_linked(
+            current_identity(), session_id, key
+        )
         if isinstance(content, bytes) and not mime_type.startswith("image/png"):
             content = content.decode("utf-8")  # SVG and HTML read as text
         return ResourceResult([ResourceContent(content, mime_type=mime_type)])
@@ -56,12 +58,12 @@ def register(app: App) -> None:
         value: Annotated[Any, Field(description="any JSON value; replaces what the key held")],
     ) -> dict[str, Any]:
         """Store a JSON value under a key of the session (encrypted; refreshes the session's expiry)."""
-        return await session_store(runtime).update(current_identity(), session_id, key, value)
+        return await runtime.services.session_store.update(current_identity(), session_id, key, value)
 
     @app.tool(roles=ANALYST, annotations={"destructiveHint": True})
     async def session_delete_key(session_id: SessionId, key: KeyName) -> dict[str, Any]:
         """Remove one key and its value from a session (frees room under SESSION_MAX_KEYS and SESSION_MAX_BYTES)."""
-        return await session_store(runtime).delete_key(current_identity(), session_id, key)
+        return await runtime.services.session_store.delete_key(current_identity(), session_id, key)
 
     @app.tool(roles=ANALYST, annotations={"destructiveHint": True})
     async def session_close(
@@ -71,12 +73,12 @@ def register(app: App) -> None:
         ] = True,
     ) -> dict[str, Any]:
         """Close a session you own; with archive=true it is saved to PostgreSQL first and can be restored."""
-        return await session_store(runtime).close(current_identity(), session_id, archive)
+        return await runtime.services.session_store.close(current_identity(), session_id, archive)
 
     @app.tool(roles=ADMIN, annotations={"destructiveHint": True})
     async def session_delete(session_id: SessionId) -> dict[str, Any]:
         """Delete a session and its archive for good (admin only)."""
-        return await session_store(runtime).delete(current_identity(), session_id)
+        return await runtime.services.session_store.delete(current_identity(), session_id)
 
     @app.tool(roles=EVERYONE, annotations={"readOnlyHint": True})
     async def session_list(
@@ -84,7 +86,7 @@ def register(app: App) -> None:
         all_users: Annotated[bool, Field(description="admin only: every user's sessions")] = False,
     ) -> dict[str, Any]:
         """Your sessions (owned or granted to you) with their keys, sizes and expiry."""
-        store = session_store(runtime)
+        store = runtime.services.session_store
         if archived:
             return await store.list_archived(current_identity())
         return await store.list_sessions(current_identity(), all_users)
@@ -95,14 +97,14 @@ def register(app: App) -> None:
         ttl_seconds: Annotated[int, Field(ge=1, description="new idle lifetime, counted from now")],
     ) -> dict[str, Any]:
         """Set a session's lifetime (from now) for every one of its keys at once."""
-        return await session_store(runtime).extend(current_identity(), session_id, ttl_seconds)
+        return await runtime.services.session_store.extend(current_identity(), session_id, ttl_seconds)
 
     @app.tool(roles=ANALYST)
     async def session_restore(session_id: SessionId) -> dict[str, Any]:
         """Bring a closed, archived session back (its owner or an admin), with a fresh expiry."""
-        return await session_store(runtime).restore(current_identity(), session_id)
+        return await runtime.services.session_store.restore(current_identity(), session_id)
 
     @app.tool(roles=ADMIN)
     async def session_rotate_keys() -> dict[str, Any]:
         """Re-encrypt every live and archived session under the first SESSION_ENCRYPTION_KEY (after adding a key)."""
-        return await session_store(runtime).rotate_keys()
+        return await rotate_keys(runtime.services.session_store)

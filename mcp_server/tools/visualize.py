@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import multiprocessing
 import os
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import mcp_types
@@ -32,13 +29,12 @@ from analytics.chart_data import AUTO, CHART_TYPES, ChartSpec
 from analytics.errors import InvalidInput, Timeout, Unavailable
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, EVERYONE, current_identity
+from mcp_server.chartpool import RENDER_NICENESS, render_workers  # noqa: F401 - the pool's knobs, named here too
 from mcp_server.runtime import Runtime
-from mcp_server.stores import artifact_store, session_store
 from mcp_server.urls import plotly_js_url
 
 log = logging.getLogger(__name__)
 
-RENDER_NICENESS = 19  # workers yield the CPU to queries and the event loop when both want it
 RENDER_TIMEOUT_SECONDS = 30.0  # per chart, once it has a worker
 QUEUE_TIMEOUT_SECONDS = 60.0  # waiting for a worker
 MAX_INLINE_ROWS = 100_000  # more should come by reference from a session dataset
@@ -63,66 +59,11 @@ ChartType = Literal[
 assert set(ChartType.__args__) == {AUTO, *CHART_TYPES}  # type: ignore[attr-defined]
 
 
-def render_workers(configured: int) -> int:
-    """CHART_WORKERS, or (0) one fewer than the cores, at least one: a core stays free for the event
-    loop and PostgreSQL even when every worker is drawing."""
-    return configured if configured > 0 else max(1, (os.cpu_count() or 2) - 1)
-
-
-@dataclass
-class _Renderer:
-    executor: Executor
-    slots: asyncio.Semaphore
-    workers: int
-
-
-def _start_executor(workers: int) -> Executor:
-    try:
-        # spawn, not fork: the server process has threads (asyncpg, redis) that fork would copy mid-flight.
-        pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=charts.lower_priority,
-            initargs=(RENDER_NICENESS,),
-        )
-        for _ in range(workers):
-            pool.submit(charts.warm_up)
-        return pool
-    except (OSError, NotImplementedError, PermissionError) as error:  # no processes here: threads will do
-        log.warning("chart worker processes unavailable; rendering in threads", extra={"error": str(error)})
-        return ThreadPoolExecutor(workers, thread_name_prefix="chart")
-
-
-def _renderer(runtime: Runtime) -> _Renderer:
-    renderer = runtime.extras.get("chart_renderer")
-    if renderer is None:
-        workers = render_workers(runtime.settings.chart_workers)
-        renderer = _Renderer(_start_executor(workers), asyncio.Semaphore(workers), workers)
-        runtime.extras["chart_renderer"] = renderer
-
-        async def stop_workers() -> None:
-            renderer.executor.shutdown(wait=False, cancel_futures=True)
-
-        runtime.on_close.append(stop_workers)
-    assert isinstance(renderer, _Renderer)
-    return renderer
-
-
-def _restart_workers(renderer: _Renderer) -> None:
-    """Kill the pool's processes (a runaway chart must not keep a worker) and start a fresh pool."""
-    old = renderer.executor
-    if isinstance(old, ProcessPoolExecutor):
-        for process in list(getattr(old, "_processes", {}).values()):
-            process.kill()
-        old.shutdown(wait=False, cancel_futures=True)
-        renderer.executor = _start_executor(renderer.workers)
-
-
 async def render_off_loop(
     runtime: Runtime, data: Any, spec: ChartSpec, part: str | None, inline: bool
 ) -> charts.ChartJob:
     """Normalise, draw and encode in the chart pool, within the per-chart time limit."""
-    renderer = _renderer(runtime)
+    renderer = runtime.services.charts
     try:
         await asyncio.wait_for(renderer.slots.acquire(), QUEUE_TIMEOUT_SECONDS)
     except TimeoutError:
@@ -137,11 +78,11 @@ async def render_off_loop(
             return result
         except TimeoutError:
             if renderer.executor is executor:
-                _restart_workers(renderer)
+                renderer.restart()
             raise render_timeout(os.getloadavg()[0], os.cpu_count() or 1) from None
         except BrokenProcessPool:
             if renderer.executor is executor:
-                _restart_workers(renderer)
+                renderer.restart()
             raise Unavailable("the chart worker was restarted; retry the chart") from None
     finally:
         renderer.slots.release()
@@ -264,7 +205,7 @@ def register(app: App) -> None:
         reference = _reference(data, session_id) if isinstance(data, dict) else None
         source: Any = data
         if reference is not None:
-            store, (session, kind, name) = session_store(runtime), reference
+            store, (session, kind, name) = runtime.services.session_store, reference
             if kind == "dataset":
                 source = await store.load_dataset(identity, session, name)
             else:
@@ -291,13 +232,15 @@ def register(app: App) -> None:
         if reference is not None:
             answer["source"] = {"session_id": reference[0], reference[1]: reference[2]}
         if save_as is not None and session_id is not None:
-            saved = await session_store(runtime).save_chart(
+            saved = await runtime.services.session_store.save_chart(
                 identity, session_id, save_as, answer, job.content
             )
             answer["saved"] = saved
             link = {"uri": saved["uri"], "mime_type": job.mime_type, "size_bytes": job.size_bytes}
         else:
-            stored = await artifact_store(runtime).put(identity, job.content, job.mime_type, job.title)
+            stored = await runtime.services.artifact_store.put(
+                identity, job.content, job.mime_type, job.title
+            )
             link = {key: stored[key] for key in ("uri", "mime_type", "size_bytes", "expires_at")}
         answer["link"] = link
         answer["render_ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -328,7 +271,7 @@ def register(app: App) -> None:
     @app.resource("artifact://{artifact_id}", roles=EVERYONE, name="artifact")
     async def artifact(artifact_id: str) -> ResourceResult:
         """A chart you drew without a session (kept an hour, for you only): the PNG, SVG or HTML file itself."""
-        meta, content = await artifact_store(runtime).get(current_identity(), artifact_id)
+        meta, content = await runtime.services.artifact_store.get(current_identity(), artifact_id)
         return ResourceResult([file_content(content, meta["mime_type"])])
 
     _ = (create_visualization, artifact)

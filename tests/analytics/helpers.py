@@ -9,7 +9,6 @@ import pytest
 
 from mcp_server.auth import Identity
 from mcp_server.runtime import Runtime
-from mcp_server.stores import session_store
 from tests.support import call
 
 REL = 1e-6  # every figure must match its independent computation to this relative tolerance
@@ -47,7 +46,7 @@ async def analyze(
 
 async def session_with(runtime: Runtime, datasets: dict[str, str | pd.DataFrame]) -> str:
     """A new session of the analyst holding each dataset: the rows of a SQL query, or a frame built in the test."""
-    store = session_store(runtime)
+    store = runtime.services.session_store
     session = (await store.create(ANALYST, "database", "read"))["session_id"]
     for name, source in datasets.items():
         if isinstance(source, str):

@@ -10,7 +10,6 @@ import pytest
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from mcp_server.stores import session_store
 from tests.analytics.helpers import ANALYST, analyze, close, session_with, sql_frame, sql_rows
 from tests.support import call, refusal
 
@@ -409,7 +408,7 @@ async def test_a_result_saved_into_a_session_reads_back(runtime, connect):
             save_as="churn_by_plan",
         )
     assert answer["saved"] == {"session_id": session, "key": "churn_by_plan"}
-    stored = await session_store(runtime).read(ANALYST, session, "churn_by_plan")
+    stored = await runtime.services.session_store.read(ANALYST, session, "churn_by_plan")
     assert stored["value"]["results"]["by_segment"] == answer["results"]["by_segment"]
 
 

@@ -98,4 +98,3 @@ def test_rounding_keeps_integers_text_and_non_finite_values() -> None:
     assert rounded(float("nan")) != rounded(float("nan"))
     assert rounded(2.44105e-26) == 2.441e-26
     assert rounded(1234567.891) == 1234568.0  # the whole part is kept
-

@@ -308,6 +308,8 @@ def test_a_table_of_one_row_per_category_keeps_its_largest_and_says_the_rest_are
 def test_pie_slices_never_repeat_a_colour():
     frame = pd.DataFrame({"k": [f"k{i}" for i in range(25)], "v": range(1, 26)})
     plan = plan_chart(frame, ChartSpec("pie", x="k", y=("v",)))
-    (trace,) = plotly_figure(render_chart(frame, ChartSpec("pie", x="k", y=("v",), format="html")).content)["data"]
+    (trace,) = plotly_figure(render_chart(frame, ChartSpec("pie", x="k", y=("v",), format="html")).content)[
+        "data"
+    ]
     assert len(plan.categories) == 10 and plan.categories[-1] == "other"
     assert len(set(trace["marker"]["colors"])) == len(trace["labels"]) == 10

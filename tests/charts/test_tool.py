@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from mcp_server.auth import Identity
-from mcp_server.stores import session_store
 from tests.charts.helpers import assert_not_blank, plotly_figure, png_image, svg_root
 from tests.support import call, refusal
 
@@ -87,7 +86,7 @@ async def test_a_session_dataset_is_charted_by_reference_and_counts_match_sql(co
     expected = await sql_frame(runtime, "SELECT account_type, count(*) AS n FROM customers GROUP BY 1")
     async with connect("analyst") as client:
         session = await call(client, "session_create", data_source="database")
-        await session_store(runtime).save_dataset(
+        await runtime.services.session_store.save_dataset(
             analyst, session["session_id"], "customers", customers, {"sql": "customers"}
         )
         answer = await call(
@@ -117,7 +116,9 @@ async def test_a_large_session_dataset_is_sampled_for_a_scatter_and_the_answer_s
     )
     async with connect("analyst") as client:
         session = await call(client, "session_create", data_source="database")
-        await session_store(runtime).save_dataset(analyst, session["session_id"], "events", events, {})
+        await runtime.services.session_store.save_dataset(
+            analyst, session["session_id"], "events", events, {}
+        )
         answer = await call(
             client,
             "create_visualization",
@@ -165,7 +166,7 @@ async def test_an_analysis_saved_in_a_session_is_charted_by_key(connect, runtime
     }
     async with connect("analyst") as client:
         session = await call(client, "session_create", data_source="database")
-        await session_store(runtime).save_value(
+        await runtime.services.session_store.save_value(
             analyst,
             session["session_id"],
             "corr",

@@ -45,7 +45,7 @@ async def test_chart_workers_take_only_spare_cpu(connect, runtime):
     async with connect("analyst") as client:
         answer = await call(client, "create_visualization", data=CHURN, chart_type="bar")
     assert answer["format"] == "png"
-    renderer = visualize._renderer(runtime)
+    renderer = runtime.services.charts
     assert renderer.workers == visualize.render_workers(runtime.settings.chart_workers)
     processes = list(renderer.executor._processes.values())
     assert len(processes) == renderer.workers

@@ -15,7 +15,6 @@ from scipy import stats
 
 from mcp_server.auth import Identity
 from mcp_server.runtime import Runtime
-from mcp_server.stores import session_store
 from tests.conftest import app_for
 from tests.imports.conftest import IMPORT_MAX_BYTES
 from tests.imports.files import (
@@ -69,7 +68,7 @@ async def test_an_imported_csv_is_a_typed_session_dataset_equal_to_the_original(
         assert answer["preview"][0]["customer"] == "C00000"
         read = await call(client, "session_read", session_id=session, key="customers_csv")
         assert read["value"]["rows"] == 300
-    stored = await session_store(import_runtime).load_dataset(ANALYST, session, "customers_csv")
+    stored = await import_runtime.services.session_store.load_dataset(ANALYST, session, "customers_csv")
     assert stored["tenure_days"].tolist() == original["tenure_days"].tolist()
     np.testing.assert_allclose(stored["quality"], original["quality"], equal_nan=True)
     assert stored["plan"].tolist() == original["plan"].tolist()
@@ -97,7 +96,7 @@ async def test_an_xlsx_in_the_import_directory_is_imported_by_path_with_sheet_ch
         )
         assert answer["source"]["from"] == "import_dir" and answer["source"]["file"] == "q1.xlsx"
         assert answer["source"]["sheet"] == "Customers" and answer["rows"] == 60
-    stored = await session_store(import_runtime).load_dataset(ANALYST, session, "q1")
+    stored = await import_runtime.services.session_store.load_dataset(ANALYST, session, "q1")
     assert stored["monthly_spend"].tolist() == original["monthly_spend"].tolist()
     assert (stored["joined"].to_numpy("datetime64[s]") == original["joined"].to_numpy("datetime64[s]")).all()
 
@@ -112,7 +111,7 @@ async def test_a_pdf_table_over_two_pages_becomes_one_dataset(
             client, "import_file", session_id=session, dataset="report", content_base64=b64(pdf_bytes(table))
         )
         assert answer["rows"] == 70 and len(answer["source"]["pages"]) == 2
-    stored = await session_store(import_runtime).load_dataset(ANALYST, session, "report")
+    stored = await import_runtime.services.session_store.load_dataset(ANALYST, session, "report")
     assert stored["customers"].tolist() == [int(row[3]) for row in table[1:]]
     assert stored["revenue"].sum() == pytest.approx(sum(float(r[2].replace(",", "")) for r in table[1:]))
 
@@ -230,7 +229,7 @@ async def test_a_failed_import_leaves_an_existing_dataset_of_that_name_untouched
         await refusal(
             client, "import_file", session_id=session, dataset="d", content_base64=b64(b"x,y\n1,2\n3,4,5\n")
         )
-    stored = await session_store(import_runtime).load_dataset(ANALYST, session, "d")
+    stored = await import_runtime.services.session_store.load_dataset(ANALYST, session, "d")
     assert stored.to_dict("list") == {"x": [1, 3], "y": [2, 4]}
 
 

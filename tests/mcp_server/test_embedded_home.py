@@ -27,7 +27,9 @@ def _embedded_processes(home: Path) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["name", "cmdline"]):
         try:
-            if process.info["name"] in ("postgres", "redis-server") or "redis" in (process.info["name"] or ""):
+            if process.info["name"] in ("postgres", "redis-server") or "redis" in (
+                process.info["name"] or ""
+            ):
                 if any(str(home) in part for part in process.info["cmdline"] or []):
                     found.append(process)
         except psutil.Error:
@@ -66,7 +68,9 @@ async def _count_customers(port: int, key: str) -> int:
     return int(result.structured_content["rows"][0]["n"])
 
 
-async def test_a_stdio_server_on_the_same_home_leaves_the_http_servers_services_running(tmp_path: Path) -> None:
+async def test_a_stdio_server_on_the_same_home_leaves_the_http_servers_services_running(
+    tmp_path: Path,
+) -> None:
     home = tmp_path / "home"
     env = _environment(home)
     port = free_port()

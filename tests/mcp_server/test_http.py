@@ -20,9 +20,9 @@ import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_server.app import build_app
 from mcp_server.http import build_http_app
 from mcp_server.runtime import redis_client
+from mcp_server.server import build_app
 
 pytestmark = pytest.mark.http
 
@@ -119,7 +119,7 @@ async def test_health_is_200_when_postgres_and_redis_answer(base_url):
 
 async def test_health_is_503_naming_redis_when_redis_is_unreachable(runtime):
     dead_port = free_port()  # nothing listens here
-    broken = replace(runtime, redis=redis_client(f"redis://127.0.0.1:{dead_port}/0"), extras={})
+    broken = replace(runtime, redis=redis_client(f"redis://127.0.0.1:{dead_port}/0"))
     async with serving(broken) as url, httpx.AsyncClient() as http:
         response = await http.get(f"{url}/health")
     await broken.redis.aclose()

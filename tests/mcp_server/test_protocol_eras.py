@@ -271,9 +271,11 @@ async def test_the_rate_limit_counts_a_keys_calls_in_each_era(runtime, api_keys,
         # A new connection (at 2026-07-28 every request is one) starts no new budget.
         wire = Wire()
         async with official_client(url, {"X-API-Key": api_keys["analyst"]}, era, wire) as client:
-            with pytest.raises(MCPError):
+            with pytest.raises(MCPError) as refused:
                 await client.call_tool("summary_snapshot", {})
     assert wire.methods[-1] == "tools/call" and wire.statuses[-1] == 429
+    # The client shows the server's own line (a JSON-RPC error body), not a generic failure.
+    assert "calls per" in str(refused.value) and "retry after" in str(refused.value)
 
 
 @pytest.mark.parametrize("era", ERAS)

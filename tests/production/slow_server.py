@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mcp_server import app as app_module
+from mcp_server import server as app_module
 from mcp_server.auth import ANALYST
 
 _build_app = app_module.build_app

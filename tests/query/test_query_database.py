@@ -15,7 +15,6 @@ import pytest
 from fastmcp import Client
 
 from mcp_server.auth import Identity
-from mcp_server.tools.query import query_log
 from tests.conftest import app_for
 from tests.query.corpus import ATTACKS, LEGITIMATE
 from tests.support import call, refusal
@@ -76,7 +75,7 @@ async def test_every_attack_is_refused_in_one_line_and_the_database_is_unchanged
 
 
 async def test_every_attack_is_logged_as_refused_by_hash_only(scratch):
-    await query_log(scratch).flush()
+    await scratch.services.query_log.flush()
     async with scratch.db.connection() as conn:
         logged = await conn.fetch(
             "SELECT query_hash, outcome FROM mcp_internal.query_log WHERE outcome = 'refused'"
@@ -415,7 +414,7 @@ async def test_every_query_is_logged_with_user_hash_rows_and_never_parameter_val
     async with client_for(scratch, "analyst2") as client:
         await call(client, "query_database", query=query, parameters={"place": needle})
         await refusal(client, "query_database", query="SELECT pg_sleep(5)", timeout=0.2)
-    await query_log(scratch).flush()
+    await scratch.services.query_log.flush()
     async with scratch.db.connection() as conn:
         rows = await conn.fetch(
             "SELECT q.*, row_to_json(q)::text AS everything FROM mcp_internal.query_log q "
@@ -428,10 +427,8 @@ async def test_every_query_is_logged_with_user_hash_rows_and_never_parameter_val
 
 
 async def test_save_as_stores_the_full_result_in_the_session_and_returns_a_preview(connect, runtime):
-    from mcp_server.stores import session_store
-
     analyst = Identity("analyst", "analyst", "test")
-    store = session_store(runtime)
+    store = runtime.services.session_store
     session = await store.create(analyst, "database", access_level="write")
     query = (
         "SELECT transaction_id, customer_id, amount, transaction_date FROM revenue WHERE amount > %(floor)s"
@@ -464,9 +461,7 @@ async def test_save_as_stores_the_full_result_in_the_session_and_returns_a_previ
 
 
 async def test_save_as_without_a_session_and_a_foreign_session_are_refused(connect, runtime):
-    from mcp_server.stores import session_store
-
-    other = await session_store(runtime).create(Identity("analyst2", "analyst", "t"), "database")
+    other = await runtime.services.session_store.create(Identity("analyst2", "analyst", "t"), "database")
     async with connect("analyst") as client:
         alone = await refusal(client, "query_database", query="SELECT 1", save_as="x")
         foreign = await refusal(

@@ -12,7 +12,6 @@ from fastmcp import Client
 
 from analytics.parameters import ANALYSES
 from mcp_server.auth import Identity
-from mcp_server.stores import session_store
 from prompts.workflows import tool_calls
 from tests.conftest import app_for
 from tests.support import call
@@ -255,7 +254,7 @@ async def test_an_unknown_template_type_is_refused_with_the_known_ones(connect):
 
 
 async def test_a_session_resource_shows_metadata_and_keys_only_to_those_who_may_read_it(apps, runtime):
-    store = session_store(runtime)
+    store = runtime.services.session_store
     owner = Identity("analyst", "analyst", "k1")
     created = await store.create(owner, "database", access_level="read", user_id="viewer")
     session_id = created["session_id"]
@@ -278,7 +277,7 @@ async def test_a_session_resource_shows_metadata_and_keys_only_to_those_who_may_
 
 
 async def test_clients_browsing_resources_see_the_sessions_they_may_read(apps, runtime):
-    store = session_store(runtime)
+    store = runtime.services.session_store
     owner = Identity("analyst", "analyst", "k1")
     shared = (await store.create(owner, "database", access_level="read", user_id="viewer"))["session_id"]
     private = (await store.create(owner, "database"))["session_id"]

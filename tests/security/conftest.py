@@ -17,7 +17,7 @@ from mcp_server.runtime import Runtime
 
 
 def instance(runtime: Runtime, prefix: str | None = None, **settings: Any) -> Runtime:
-    """Another server instance on the same PostgreSQL and Redis: its own extras and metrics.
+    """Another server instance on the same PostgreSQL and Redis: its own services and metrics.
 
     With `prefix` (a fresh one per test) several instances share state in Redis under it, isolated
     from every other test; it stays under the run's prefix, so the session cleanup removes it."""
@@ -27,7 +27,6 @@ def instance(runtime: Runtime, prefix: str | None = None, **settings: Any) -> Ru
     return replace(
         runtime,
         settings=runtime.settings.with_changes(**changes),
-        extras={},
         metrics=CollectorRegistry(),
     )
 

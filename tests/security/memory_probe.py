@@ -15,10 +15,10 @@ from typing import Any
 
 from fastmcp import Client
 
-from mcp_server.app import build_app
 from mcp_server.auth import Identity
 from mcp_server.config import Settings
 from mcp_server.runtime import start_runtime
+from mcp_server.server import build_app
 
 
 def peak_rss_bytes() -> int:

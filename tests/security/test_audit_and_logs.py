@@ -9,7 +9,6 @@ from dataclasses import replace
 import asyncpg
 import httpx
 
-from mcp_server.audit import auditor
 from mcp_server.auth import KeyRegistry
 from mcp_server.config import ApiKeyEntry, digest_key
 from mcp_server.logs import redact, sanitize_error
@@ -81,7 +80,7 @@ async def test_after_calls_with_a_marker_key_and_marker_values_neither_marker_is
                 )
                 assert response.status_code == 401
     assert any(not r.is_error for r in results) and any(r.is_error for r in results)
-    await auditor(rt).flush()
+    await rt.services.auditor.flush()
     log_text = captured_logs.getvalue()
     assert user in log_text and '"event": "authentication"' in log_text  # the capture did see the server
     rows = await audit_rows(rt)
@@ -106,7 +105,7 @@ async def test_every_authentication_attempt_is_audited_with_the_key_id_never_the
             assert (await http.post(f"{url}/mcp", headers=headers, json=listing)).status_code == 401
         async with mcp_session(url, {"X-API-Key": api_keys["viewer"]}):
             pass
-    await auditor(rt).flush()
+    await rt.services.auditor.flush()
     rows = [r for r in await audit_rows(rt) if r["event"] == "authentication"]
     failures = [r for r in rows if r["outcome"] == "failure"]
     successes = [r for r in rows if r["outcome"] == "success" and r["user_id"] == "viewer"]
@@ -128,7 +127,7 @@ async def test_every_tool_call_is_audited_with_user_tool_session_duration_and_ou
         await refusal(client, "session_read", session_id="00000000-0000-4000-8000-000000000000", key="k")
         await refusal(client, "generate_data")
         await refusal(client, "no_such_tool_" + secrets.token_hex(4))
-    await auditor(rt).flush()
+    await rt.services.auditor.flush()
     rows = [r for r in await audit_rows(rt) if r["event"] == "tool_call" and r["user_id"] == "analyst"][-4:]
     assert [(r["tool"], r["outcome"]) for r in rows] == [
         ("summary_snapshot", "ok"),
@@ -181,7 +180,7 @@ async def test_rows_still_queued_at_shutdown_are_written_before_the_database_clo
     marker = f"shutdown-{secrets.token_hex(4)}"
     async with make_runtime(customers=None) as rt:
         url = rt.settings.database_url
-        writer = auditor(rt)
+        writer = rt.services.auditor
         # Queued but not yet picked up by the background task (as when calls finish during shutdown).
         for n in range(3):
             writer.writer._items.append(

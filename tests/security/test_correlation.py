@@ -14,7 +14,6 @@ import pytest
 from fastmcp import Client
 
 from mcp_server import logs
-from mcp_server.audit import auditor
 from mcp_server.config import ConfigError, Settings
 from tests.conftest import app_for
 from tests.security.conftest import instance
@@ -56,7 +55,7 @@ async def test_a_running_query_carries_its_request_id_into_pg_stat_activity_and_
             assert not (await conn.fetchval("SHOW application_name")).startswith(LABEL_PREFIX)
     finally:
         await watcher.close()
-    await auditor(rt).flush()
+    await rt.services.auditor.flush()
     (row,) = await audit_rows(rt, request_id=request_id)
     assert (row["event"], row["tool"], row["user_id"], row["outcome"]) == (
         "tool_call",

@@ -315,4 +315,4 @@ async def test_arguments_just_under_the_documented_limit_pass_and_just_over_get_
                 f"{url}/mcp", headers={**MCP_HEADERS, "X-API-Key": api_keys["analyst"]}, content=body
             )
     assert too_large.status_code == 413
-    assert "MAX_REQUEST_BYTES" in too_large.json()["detail"]
+    assert "MAX_REQUEST_BYTES" in too_large.json()["error"]["message"]

@@ -13,10 +13,8 @@ from fastmcp import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics.errors import RateLimited
-from mcp_server.audit import auditor
 from mcp_server.batching import BatchWriter
 from mcp_server.config import Settings
-from mcp_server.tools.query import query_log
 from tests.conftest import app_for
 from tests.mcp_server.test_http import serving
 from tests.security.conftest import instance
@@ -173,7 +171,7 @@ async def _eventually(predicate, seconds: float = 15.0) -> None:
 async def test_audit_and_query_log_rows_wait_out_a_database_outage_and_none_is_lost(make_runtime, api_keys):
     async with make_runtime(customers=None) as rt:
         dsn = rt.settings.database_url
-        audit, queries = auditor(rt).writer, query_log(rt)
+        audit, queries = rt.services.auditor.writer, rt.services.query_log
         # The tables vanish (as in a failover to a node without them, or a botched migration).
         await _rename(dsn, [("audit_log", "audit_log_away"), ("query_log", "query_log_away")])
         async with Client(app_for(rt, "analyst").mcp) as client:

@@ -32,7 +32,7 @@ async def test_a_request_body_over_the_limit_gets_413_before_mcp(runtime, api_ke
 
         streamed = await http.post(f"{url}/mcp", headers=headers, content=chunks())
         anonymous = await http.post(f"{url}/mcp", json=huge)
-    assert declared.status_code == 413 and "MAX_REQUEST_BYTES" in declared.json()["detail"]
+    assert declared.status_code == 413 and "MAX_REQUEST_BYTES" in declared.json()["error"]["message"]
     assert streamed.status_code == 413
     assert anonymous.status_code == 401  # authentication still comes first
 

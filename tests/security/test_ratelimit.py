@@ -92,5 +92,5 @@ async def test_raw_http_gets_429_with_retry_after_once_the_key_is_over_its_limit
     assert limited.status_code == 429
     assert 1 <= int(limited.headers["retry-after"]) <= 30
     body = limited.json()
-    assert body["error"] == "rate_limited" and "retry after" in body["detail"]
+    assert body["error"]["data"]["reason"] == "rate_limited" and "retry after" in body["error"]["message"]
     assert listing.status_code == 429

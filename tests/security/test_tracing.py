@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcp_server import tracing
-from mcp_server.audit import auditor
 from tests.conftest import app_for
 from tests.mcp_server.test_http import free_port
 from tests.support import call
@@ -54,7 +53,7 @@ async def spans(runtime):
     try:
         yield exporter
     finally:
-        await auditor(runtime).flush()  # its background batch writes are spans too
+        await runtime.services.auditor.flush()  # its background batch writes are spans too
         await tracing.stop(provider)
         forget_the_global_tracer_provider()
 
@@ -161,7 +160,7 @@ async def test_with_an_otlp_endpoint_set_spans_are_exported_over_http(make_runti
         async with make_runtime(customers=10, seed=22, otel_endpoint=f"http://127.0.0.1:{port}") as rt:
             async with Client(app_for(rt, "analyst").mcp) as client:
                 await call(client, "summary_snapshot")
-            await auditor(rt).flush()
+            await rt.services.auditor.flush()
         assert not AsyncPGInstrumentor().is_instrumented_by_opentelemetry
     finally:
         forget_the_global_tracer_provider()

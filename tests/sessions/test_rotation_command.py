@@ -15,7 +15,6 @@ from cryptography.fernet import Fernet
 
 from mcp_server.auth import Identity
 from mcp_server.runtime import Runtime, start_runtime
-from mcp_server.stores import session_store
 from sessions.store import SessionStore
 from warehouse.archive import SessionArchive
 
@@ -49,7 +48,7 @@ async def test_the_rotate_keys_command_re_encrypts_sessions_so_the_old_key_can_b
     caller = Identity("analyst", "analyst", "k")
     runtime = await start_runtime(settings, seed_demo=False)
     try:
-        store = session_store(runtime)
+        store = runtime.services.session_store
         live = (await store.create(caller, "db"))["session_id"]
         await store.update(caller, live, "note", {"kept": True})
         closed = (await store.create(caller, "db"))["session_id"]

@@ -12,7 +12,6 @@ import pytest
 from analytics.errors import Forbidden, InvalidInput, NotFound
 from mcp_server.auth import Identity
 from mcp_server.runtime import Runtime
-from mcp_server.stores import session_store
 
 ANALYST = Identity("analyst", "analyst", "k1")
 ANALYST2 = Identity("analyst2", "analyst", "k2")
@@ -20,12 +19,8 @@ VIEWER = Identity("viewer", "viewer", "k3")
 ADMIN = Identity("admin", "admin", "k4")
 
 
-def test_session_store_is_created_once_per_runtime(sessions_runtime: Runtime) -> None:
-    assert session_store(sessions_runtime) is session_store(sessions_runtime)
-
-
 async def test_a_saved_dataset_loads_back_equal_with_its_types(sessions_runtime: Runtime) -> None:
-    store = session_store(sessions_runtime)
+    store = sessions_runtime.services.session_store
     session = (await store.create(ANALYST, "database"))["session_id"]
     frame = pd.DataFrame(
         {
@@ -65,7 +60,7 @@ async def test_a_saved_dataset_loads_back_equal_with_its_types(sessions_runtime:
 
 
 async def test_reading_a_dataset_key_gives_metadata_and_pages_of_rows(sessions_runtime: Runtime) -> None:
-    store = session_store(sessions_runtime)
+    store = sessions_runtime.services.session_store
     session = (await store.create(ANALYST, "database"))["session_id"]
     frame = pd.DataFrame({"n": range(45), "when": pd.date_range("2024-01-01", periods=45, freq="D")})
     await store.save_dataset(ANALYST, session, "days", frame, {"sql": "SELECT n"})
@@ -82,7 +77,7 @@ async def test_reading_a_dataset_key_gives_metadata_and_pages_of_rows(sessions_r
 
 
 async def test_saved_values_come_back_with_their_kind(sessions_runtime: Runtime) -> None:
-    store = session_store(sessions_runtime)
+    store = sessions_runtime.services.session_store
     session = (await store.create(ANALYST, "database"))["session_id"]
     analysis = {
         "analysis_type": "churn_rate",
@@ -96,7 +91,7 @@ async def test_saved_values_come_back_with_their_kind(sessions_runtime: Runtime)
 
 
 async def test_loading_an_unknown_dataset_lists_the_datasets_there_are(sessions_runtime: Runtime) -> None:
-    store = session_store(sessions_runtime)
+    store = sessions_runtime.services.session_store
     session = (await store.create(ANALYST, "database"))["session_id"]
     await store.save_dataset(ANALYST, session, "alpha", pd.DataFrame({"x": [1]}), {})
     await store.save_dataset(ANALYST, session, "beta", pd.DataFrame({"x": [2]}), {})
@@ -108,7 +103,7 @@ async def test_loading_an_unknown_dataset_lists_the_datasets_there_are(sessions_
 
 
 async def test_datasets_follow_the_access_rules(sessions_runtime: Runtime) -> None:
-    store = session_store(sessions_runtime)
+    store = sessions_runtime.services.session_store
     session = (await store.create(ANALYST, "database", access_level="read", user_id="viewer"))["session_id"]
     await store.save_dataset(ANALYST, session, "mine", pd.DataFrame({"x": [1, 2]}), {})
     absent = str(uuid.uuid4())
@@ -126,7 +121,7 @@ async def test_datasets_follow_the_access_rules(sessions_runtime: Runtime) -> No
 
 
 async def test_store_rejects_malformed_session_ids_and_key_names(sessions_runtime: Runtime) -> None:
-    store = session_store(sessions_runtime)
+    store = sessions_runtime.services.session_store
     session = (await store.create(ANALYST, "database"))["session_id"]
     for bad in ("", "42", "not-a-uuid", "*", session + "x", "../" + session):
         with pytest.raises(InvalidInput, match="is not a session id"):

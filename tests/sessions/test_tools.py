@@ -17,7 +17,7 @@ from fastmcp import Client
 from analytics.errors import InvalidInput, Unavailable
 from mcp_server.auth import Identity
 from mcp_server.runtime import Runtime, start_runtime
-from mcp_server.stores import session_store
+from sessions.rotation import rotate_keys
 from sessions.store import SessionStore
 from tests.conftest import app_for
 from tests.support import call, refusal
@@ -187,9 +187,11 @@ async def test_no_plaintext_of_a_marker_anywhere_in_redis(sessions_runtime: Runt
         await call(analyst, "session_update", session_id=session, key="plain", value=[marker] * 200)
     frame = pd.DataFrame({"label": [marker] * 50, "n": range(50)})
     caller = Identity("analyst", "analyst", "k")
-    await session_store(sessions_runtime).save_dataset(caller, session, "frame", frame, {"sql": marker})
+    await sessions_runtime.services.session_store.save_dataset(
+        caller, session, "frame", frame, {"sql": marker}
+    )
     # the values are really there (so the check below is not vacuous)
-    assert (await session_store(sessions_runtime).load_dataset(caller, session, "frame"))["label"][
+    assert (await sessions_runtime.services.session_store.load_dataset(caller, session, "frame"))["label"][
         0
     ] == marker
 
@@ -264,7 +266,7 @@ async def test_close_with_archive_then_restore_gives_back_the_same_data(
             "session_id"
         ]
         await call(analyst, "session_update", session_id=session, key="note", value={"marker": marker})
-        await session_store(sessions_runtime).save_dataset(
+        await sessions_runtime.services.session_store.save_dataset(
             caller, session, "rows", frame, {"sql": "SELECT n"}
         )
         before = await call(analyst, "session_read", session_id=session, key="rows", limit=30)
@@ -299,7 +301,7 @@ async def test_close_with_archive_then_restore_gives_back_the_same_data(
         assert after["value"]["preview"] == before["value"]["preview"]
         assert after["value"]["columns"] == before["value"]["columns"]
         pd.testing.assert_frame_equal(
-            await session_store(sessions_runtime).load_dataset(caller, session, "rows"), frame
+            await sessions_runtime.services.session_store.load_dataset(caller, session, "rows"), frame
         )
         assert min(await key_ttls(sessions_runtime, session)) > 0
         async with as_user("viewer") as viewer:  # the grant came back too
@@ -378,7 +380,9 @@ async def test_rotation_re_encrypts_live_and_archived_sessions_and_keeps_old_one
             await call(analyst, "session_update", session_id=closed, key="kept", value=[1, 2, 3])
             assert (await call(analyst, "session_close", session_id=closed))["archived"] is True
         caller = Identity("analyst", "analyst", "k")
-        await session_store(before).save_dataset(caller, session, "d", pd.DataFrame({"y": [1, 2]}), {})
+        await before.services.session_store.save_dataset(
+            caller, session, "d", pd.DataFrame({"y": [1, 2]}), {}
+        )
 
         async with Client(app_for(after, "analyst").mcp) as analyst:  # both keys: old data reads
             assert (await call(analyst, "session_read", session_id=session, key="v"))["value"] == {"x": 1}
@@ -408,8 +412,8 @@ async def test_rotation_re_encrypts_live_and_archived_sessions_and_keeps_old_one
             after.redis, key_prefix=prefix, encryption_keys=[Fernet.generate_key().decode()]
         )
         await stranger.create(caller, "db")
-        third = (await session_store(before).create(caller, "db"))["session_id"]  # under old_key
-        counts = await session_store(after).rotate_keys()
+        third = (await before.services.session_store.create(caller, "db"))["session_id"]  # under old_key
+        counts = await rotate_keys(after.services.session_store)
         assert counts["unreadable"] == 1 and counts["sessions_rotated"] == 1
         assert (await only_new.describe(caller, third))["session_id"] == third
     finally:
@@ -447,7 +451,7 @@ async def test_100_concurrent_updates_to_one_session_lose_nothing(
         listed = await call(first, "session_list")
     entry = next(s for s in listed["sessions"] if s["session_id"] == session)
     assert sorted(k["key"] for k in entry["keys"]) == sorted([f"k{i}" for i in range(100)] + ["same"])
-    store = session_store(sessions_runtime)
+    store = sessions_runtime.services.session_store
     caller = Identity("analyst", "analyst", "k")
     for i in range(100):
         assert (await store.read(caller, session, f"k{i}"))["value"] == {"i": i, "pad": "x" * i}

@@ -1,0 +1,44 @@
+"""The app factory: every tool module registered, and the edge's middleware composed in one ordered list."""
+
+from __future__ import annotations
+
+from fastmcp.server.middleware import Middleware
+
+from mcp_server.app import App
+from mcp_server.audit import AuditTrail
+from mcp_server.auth import Identity
+from mcp_server.edge import Access, CallTimeout, Identify, ShapeErrors
+from mcp_server.limits import ArgumentLimits
+from mcp_server.observability import RecordMetrics
+from mcp_server.ratelimit import RateLimit
+from mcp_server.responses import ResponseLimit
+from mcp_server.runtime import Runtime
+from mcp_server.tools import analyze, catalog, data, imports, query, sessions, visualize
+
+TOOL_MODULES = (analyze, catalog, data, imports, query, sessions, visualize)
+
+
+def build_app(runtime: Runtime, local_identity: Identity | None = None) -> App:
+    """A server whose callers over stdio (or in memory) are `local_identity`; over HTTP, whoever's key
+    or token comes with the request."""
+    app = App(runtime, local_identity)
+    for module in TOOL_MODULES:
+        module.register(app)
+    settings, services = runtime.settings, runtime.services
+    # Outermost first. Audit and metrics see every outcome, refusals included; a call spends its rate
+    # limit only once its role is checked, and does no work before the limits pass.
+    middleware: list[Middleware] = [
+        Identify(runtime.keys, runtime.oauth, local_identity, app.roles),
+        AuditTrail(services.auditor),
+        RecordMetrics(runtime.metrics, [name for kind, name in app.roles if kind == "tool"]),
+        ShapeErrors(app.roles),
+        Access(app.roles),
+        RateLimit(services.rate_limiter),
+        ArgumentLimits(settings.max_argument_bytes),
+        CallTimeout(settings.call_timeout_seconds),
+        ResponseLimit(),
+        catalog.SessionResources(services.session_store),
+    ]
+    for each in middleware:
+        app.mcp.add_middleware(each)
+    return app
