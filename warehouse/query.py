@@ -75,6 +75,34 @@ class QueryResult:
         names = [column.name for column in self.columns]
         return [dict(zip(names, row, strict=True)) for row in self.rows]
 
+    @classmethod
+    def fetched(
+        cls,
+        columns: list[Column],
+        rows: list[tuple[Any, ...]],
+        truncated_by: str | None,
+        cut: set[int] | frozenset[int],
+        *,
+        started: float,
+        query_hash: str,
+        volatile: bool,
+        relations: tuple[str, ...],
+        max_bytes: int | None,
+    ) -> QueryResult:
+        """What any engine fetched: rows stopped early by `truncated_by`, values cut in the `cut` columns."""
+        return cls(
+            columns=columns,
+            rows=rows,
+            truncated=truncated_by is not None or bool(cut),
+            truncated_by=truncated_by or ("value" if cut else None),
+            duration_ms=(time.perf_counter() - started) * 1000,
+            query_hash=query_hash,
+            volatile=volatile,
+            relations=relations,
+            cut_columns=tuple(columns[index].name for index in sorted(cut)),
+            value_limit=max_bytes if cut else None,
+        )
+
 
 def query_hash(query: str) -> str:
     """A stable name for a query in logs: the sha256 of its normalised text (spacing and case folded)."""
@@ -218,17 +246,16 @@ async def run_select(
                 raise _timed_out(timeout) from None
         finally:
             await _roll_back(conn)
-    return QueryResult(
-        columns=columns,
-        rows=rows,
-        truncated=truncated_by is not None or bool(cut),
-        truncated_by=truncated_by or ("value" if cut else None),
-        duration_ms=(time.perf_counter() - started) * 1000,
+    return QueryResult.fetched(
+        columns,
+        rows,
+        truncated_by,
+        cut,
+        started=started,
         query_hash=guarded.hash,
         volatile=checked.volatile,
         relations=checked.relations,
-        cut_columns=tuple(columns[index].name for index in sorted(cut)),
-        value_limit=max_bytes if cut else None,
+        max_bytes=max_bytes,
     )
 
 

@@ -232,17 +232,16 @@ class FilesEngine:
         except asyncio.CancelledError:
             cursor.interrupt()  # the caller gave up: the worker thread stops too
             raise
-        return QueryResult(
-            columns=columns,
-            rows=rows,
-            truncated=truncated_by is not None or bool(cut),
-            truncated_by=truncated_by or ("value" if cut else None),
-            duration_ms=(time.perf_counter() - started) * 1000,
+        return QueryResult.fetched(
+            columns,
+            rows,
+            truncated_by,
+            cut,
+            started=started,
             query_hash=statement.hash,
             volatile=statement.volatile,
             relations=statement.relations,
-            cut_columns=tuple(columns[index].name for index in sorted(cut)),
-            value_limit=max_bytes if cut else None,
+            max_bytes=max_bytes,
         )
 
     def _run(

@@ -249,17 +249,16 @@ class MySQLEngine:
             if not reusable:
                 conn.close()  # mid-result or broken: never back to the pool (the pool drops it)
             self._pool.release(conn)
-        return QueryResult(
-            columns=columns,
-            rows=rows,
-            truncated=truncated_by is not None or bool(cut),
-            truncated_by=truncated_by or ("value" if cut else None),
-            duration_ms=(time.perf_counter() - started) * 1000,
+        return QueryResult.fetched(
+            columns,
+            rows,
+            truncated_by,
+            cut,
+            started=started,
             query_hash=statement.hash,
             volatile=statement.volatile,
             relations=statement.relations,
-            cut_columns=tuple(columns[index].name for index in sorted(cut)),
-            value_limit=max_bytes if cut else None,
+            max_bytes=max_bytes,
         )
 
     async def _run(
