@@ -157,7 +157,11 @@ async def _seed_command(parser: ArgumentParser, settings: Settings, args: argpar
     from warehouse.db import Database
 
     embedded = EmbeddedServices(settings.home) if settings.database_url is None else None
-    url = settings.database_url or await asyncio.to_thread(embedded.start_postgres)  # type: ignore[union-attr]
+    if embedded is not None:
+        url = await asyncio.to_thread(embedded.start_postgres)
+    else:
+        assert settings.database_url is not None
+        url = settings.database_url
     db = Database(url, query_url=settings.database_query_url, min_size=1, max_size=2)
     try:
         await db.start()

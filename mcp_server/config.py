@@ -64,7 +64,7 @@ def parse_api_keys(raw: str) -> tuple[ApiKeyEntry, ...]:
                 f"API_KEYS entry {position} ({user_id}): the digest must be 64 hex characters "
                 "(sha256 of the key)"
             )
-        entries.append(ApiKeyEntry(user_id, role, digest.lower()))  # type: ignore[arg-type]
+        entries.append(ApiKeyEntry(user_id, role, digest.lower()))
     return tuple(entries)
 
 

