@@ -279,17 +279,14 @@ class AnalysisType:
     name: str
     description: str
     parameters: type[AnalysisParameters]
-    frame_runner: str  # "module:function" computing on a session dataset (pure, in analytics)
-    database_runner: str | None  # "module:function" computing on the live tables (in warehouse)
+    # "module:function" of this package computing on a session dataset (pure); the same analysis on a
+    # database is warehouse.aggregates.RUNNERS[name], which warehouse registers itself.
+    frame_runner: str
     example: dict[str, Any] = field(default_factory=dict)
 
-    def resolve(self, which: Literal["frame", "database"]) -> Any:
-        path = self.frame_runner if which == "frame" else self.database_runner
-        if path is None:
-            raise InvalidInput(
-                f"analysis '{self.name}' runs on session datasets only; pass a session id as data_source"
-            )
-        module, _, function = path.partition(":")
+    def on_frame(self) -> Any:
+        """The function computing this analysis on a DataFrame (its module imported on first use)."""
+        module, _, function = self.frame_runner.partition(":")
         return getattr(importlib.import_module(module), function)
 
 
@@ -302,7 +299,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "test of independence (Cramér's V) and optionally a monthly series.",
             ChurnRateParameters,
             "analytics.churn:churn_rate_of_frame",
-            "warehouse.aggregates:churn_rate",
             {"group_by": "account_type", "monthly": True},
         ),
         AnalysisType(
@@ -311,7 +307,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "segment, per month and per service type, with t intervals; optional date range.",
             ArpuParameters,
             "analytics.arpu:arpu_of_frame",
-            "warehouse.aggregates:arpu",
             {"group_by": "account_type", "start_date": "2024-01-01", "end_date": "2024-12-31"},
         ),
         AnalysisType(
@@ -320,7 +315,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "one-way ANOVA and Kruskal-Wallis tests across segments.",
             NetworkQualityParameters,
             "analytics.network:network_quality_of_frame",
-            "warehouse.aggregates:network_quality",
             {"group_by": "event_type", "percentiles": [5, 50, 95]},
         ),
         AnalysisType(
@@ -329,7 +323,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "dataset), and the strongest pairs in plain words.",
             CorrelationParameters,
             "analytics.correlation:correlation_of_frame",
-            "warehouse.aggregates:correlation",
             {"method": "spearman"},
         ),
         AnalysisType(
@@ -338,7 +331,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "interval, p-value) and a seasonal decomposition when the series spans two cycles.",
             TrendParameters,
             "analytics.trend:trend_of_frame",
-            "warehouse.aggregates:trend",
             {"metric": "quality", "grain": "week"},
         ),
         AnalysisType(
@@ -347,7 +339,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "z-score from the rolling median and MAD), with the size of each departure.",
             AnomaliesParameters,
             "analytics.anomalies:anomalies_of_frame",
-            "warehouse.aggregates:anomalies",
             {"metric": "quality", "grain": "day", "threshold": 3.5},
         ),
         AnalysisType(
@@ -356,7 +347,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "Kruskal-Wallis, chi-square), effect sizes and Holm-corrected pairwise comparisons.",
             SegmentCompareParameters,
             "analytics.compare:segment_compare_of_frame",
-            "warehouse.aggregates:segment_compare",
             {"metric": "quality", "group_by": "account_type"},
         ),
         AnalysisType(
@@ -365,7 +355,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "given two cycles, seasonality), with prediction intervals and a holdout backtest.",
             ForecastParameters,
             "analytics.forecast:forecast_of_frame",
-            "warehouse.aggregates:forecast",
             {"metric": "quality", "grain": "week", "horizon": 8},
         ),
         AnalysisType(
@@ -374,7 +363,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "quartiles, min, max, sum of numbers; top values and lengths of text; range of dates.",
             DescribeParameters,
             "analytics.describe:describe_of_frame",
-            "warehouse.aggregates:describe_table",
             {"table": "network_events"},
         ),
         AnalysisType(
@@ -384,7 +372,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "plain words; optional gradient-boosting permutation importances.",
             ChurnDriversParameters,
             "analytics.drivers:churn_drivers_of_frame",
-            "warehouse.aggregates:churn_drivers",
             {
                 "features": ["account_type", "avg_network_quality", "age", "total_data_usage_mb"],
                 "cv_folds": 5,
@@ -396,7 +383,6 @@ ANALYSES: dict[str, AnalysisType] = {
             "with intervals, log-rank test) and a monthly sign-up cohort retention table.",
             RetentionParameters,
             "analytics.survival:retention_of_frame",
-            "warehouse.aggregates:retention",
             {"group_by": "account_type", "cohort_months": 6},
         ),
     )
@@ -499,6 +485,4 @@ def preload() -> None:
     """Import every analysis's code now (pandas, scipy, statsmodels, sklearn take seconds to import), so
     the first call after a start is as fast as the rest; the server calls it before it says ready."""
     for analysis in ANALYSES.values():
-        analysis.resolve("frame")
-        if analysis.database_runner is not None:
-            analysis.resolve("database")
+        analysis.on_frame()

@@ -95,3 +95,32 @@ def test_no_import_cycle_among_project_modules():
 def test_a_cycle_is_found_and_printed():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_imports_point_one_way_between_packages():
+    """analytics is pure computation: it imports nothing of ours but itself (the warehouse registers its
+    own database runners, nothing is loaded by a name in a string); the edge imports the rest, never the
+    other way round."""
+    graph = import_graph()
+    lower = {"analytics": {"analytics"}, "importers": {"analytics", "importers"}}
+    for module, targets in graph.items():
+        package = module.split(".")[0]
+        if package in lower:
+            outside = {target for target in targets if target.split(".")[0] not in lower[package]}
+            assert not outside, f"{module} imports {sorted(outside)}"
+        if package != "mcp_server":
+            edge = {target for target in targets if target.startswith("mcp_server")}
+            assert not edge, f"{module} imports the MCP edge: {sorted(edge)}"
+
+
+def test_analytics_names_no_module_of_another_package_in_a_string():
+    """An import by a name in a string is an import too (e.g. "warehouse.aggregates:churn_rate")."""
+    for module, path in project_modules().items():
+        if not module.startswith("analytics"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = node.value.split(":")[0]
+                assert not named.startswith(tuple(f"{p}." for p in PACKAGES if p != "analytics")), (
+                    f"{module} names {node.value!r}"
+                )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -483,3 +483,20 @@ async def retention(db: Database, parameters: RetentionParameters) -> Outcome:
     )
     outcome.sql = [lifetimes_sql, cohorts_sql]
     return outcome
+
+
+# Each analysis computed on the live tables, by its name in analytics.parameters.ANALYSES.
+Runner = Callable[[Database, Any], Awaitable[Outcome]]
+RUNNERS: dict[str, Runner] = {
+    "churn_rate": churn_rate,
+    "arpu": arpu,
+    "network_quality": network_quality,
+    "correlation": correlation,
+    "trend": trend,
+    "anomalies": anomalies,
+    "segment_compare": segment_compare,
+    "forecast": forecast,
+    "describe": describe_table,
+    "churn_drivers": churn_drivers,
+    "retention": retention,
+}

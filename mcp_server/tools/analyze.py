@@ -23,6 +23,7 @@ from mcp_server.cache import Cache
 from sessions import access
 from sessions.access import KeyName, SessionId
 from sessions.datasets import json_ready
+from warehouse import aggregates
 
 CACHE_TTL_SECONDS = 3600
 AnalysisName = Literal[tuple(sorted(ANALYSES))]  # type: ignore[valid-type]
@@ -116,7 +117,7 @@ def register(app: App) -> None:
             if answer is not None:
                 answer["metadata"]["cached"] = True
             else:
-                outcome: Outcome = await analysis.resolve("database")(runtime.db, checked)
+                outcome: Outcome = await _on_database(analysis.name)(runtime.db, checked)
                 answer = _answer(analysis.name, outcome, "database", started)
                 await cache.put(question, answer, version)
         else:
@@ -127,7 +128,7 @@ def register(app: App) -> None:
                     "with query_database(session_id=..., save_as=...)"
                 )
             frame = await runtime.services.session_store.load_dataset(identity, source, checked.dataset)
-            outcome = await asyncio.to_thread(analysis.resolve("frame"), frame, checked)
+            outcome = await asyncio.to_thread(analysis.on_frame(), frame, checked)
             answer = _answer(analysis.name, outcome, source, started)
             answer["metadata"]["dataset"] = checked.dataset
         answer["metadata"]["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -177,3 +178,12 @@ def _answer(name: str, outcome: Outcome, data_source: str, started: float) -> di
         },
         "summary": outcome.summary,
     }
+
+
+def _on_database(name: str) -> aggregates.Runner:
+    runner = aggregates.RUNNERS.get(name)
+    if runner is None:
+        raise InvalidInput(
+            f"analysis '{name}' runs on session datasets only; pass a session id as data_source"
+        )
+    return runner
