@@ -30,7 +30,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy analytics sessions warehouse mcp_server importers resources prompts
+	$(BIN)/mypy core analytics sessions warehouse mcp_server importers resources prompts
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 CHART_TYPES = (
     "bar",

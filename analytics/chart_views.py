@@ -23,7 +23,7 @@ from analytics.chart_data import (
     Series,
     _category_order,
 )
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 View = Callable[[Mapping[str, Any], ChartSpec], PlotPlan]
 

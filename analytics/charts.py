@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from analytics.chart_data import ChartSpec, PlotPlan, plan_chart, plotted, to_frame
 from analytics.chart_views import analysis_view
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 FORMATS = ("png", "svg", "html")
 MIME_TYPES = {"png": "image/png", "svg": "image/svg+xml", "html": "text/html"}

@@ -27,12 +27,12 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.oneway import anova_oneway
 
 from analytics.bands import segment_order
-from analytics.errors import InvalidInput
 from analytics.frames import customer_tenure_days, require_columns, segment_labels, truthy
 from analytics.parameters import SegmentCompareParameters
 from analytics.stats import chi_square_independence, finite_or_none
 from analytics.summary import Outcome, p_value_words, significance
 from analytics.trend import in_range
+from core.errors import InvalidInput
 
 SMALL_SAMPLE: Final = 30
 MAX_ABS_SKEW: Final = 1.0

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from analytics.errors import InvalidInput
 from analytics.frames import require_columns
 from analytics.parameters import FEATURES, CorrelationParameters
 from analytics.stats import finite_or_none
 from analytics.summary import Outcome, p_value_words, strength
+from core.errors import InvalidInput
 
 _TESTS = {
     "pearson": scipy_stats.pearsonr,

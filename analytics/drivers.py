@@ -18,11 +18,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 from threadpoolctl import threadpool_limits
 
-from analytics.errors import InvalidInput
 from analytics.frames import customer_tenure_days, require_columns, truthy
 from analytics.parameters import DRIVERS, ChurnDriversParameters
 from analytics.stats import finite_or_none
 from analytics.summary import Outcome, p_value_words
+from core.errors import InvalidInput
 
 CATEGORICAL = ("account_type",)
 MIN_PER_CLASS = 10  # fewer churned (or retained) customers than this cannot support a model

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from analytics.bands import AGE_BANDS, MISSING, TENURE_BANDS, band_labels, tenure_days
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 TIMESTAMP_COLUMNS = ("created_at", "churn_date", "event_timestamp", "transaction_date")
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 CUSTOMER_SEGMENTS = ("account_type", "gender", "location", "age_band", "tenure_band")
 FEATURES = (

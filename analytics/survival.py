@@ -14,11 +14,11 @@ from scipy import stats as scipy_stats
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
 from analytics.bands import SECONDS_PER_DAY, segment_label, segment_order
-from analytics.errors import InvalidInput
 from analytics.frames import as_of_instant, require_columns, segment_labels, truthy
 from analytics.parameters import RetentionParameters
 from analytics.stats import finite_or_none
 from analytics.summary import Outcome, p_value_words, percent, significance
+from core.errors import InvalidInput
 
 QUANTILES = (0.1, 0.25, 0.5)  # shares of customers churned, reported as lifetimes in days
 

@@ -17,11 +17,11 @@ import statsmodels.api as sm
 from statsmodels.stats.stattools import durbin_watson
 from statsmodels.tsa.seasonal import STL, seasonal_decompose
 
-from analytics.errors import InvalidInput
 from analytics.frames import require_columns, require_rows_in_dates, truthy
 from analytics.parameters import DateRange, TrendParameters
 from analytics.stats import finite_or_none
 from analytics.summary import Outcome, p_value_words, percent, significance
+from core.errors import InvalidInput
 
 # pandas frequencies whose bucket starts equal PostgreSQL's date_trunc (weeks start on Monday).
 FREQUENCIES: Final = {"hour": "h", "day": "D", "week": "W-MON", "month": "MS"}

@@ -27,9 +27,9 @@ from analytics.drivers import churn_drivers_of_table  # noqa: E402
 from analytics.parameters import DRIVERS, ChurnDriversParameters, RetentionParameters  # noqa: E402
 from analytics.survival import retention_of_frame  # noqa: E402
 from bench.common import bench_runtime, best_of, pull, scratch_database  # noqa: E402
-from mcp_server.app import build_app  # noqa: E402
 from mcp_server.auth import Identity  # noqa: E402
 from mcp_server.runtime import Runtime  # noqa: E402
+from mcp_server.server import build_app  # noqa: E402
 from warehouse import sql  # noqa: E402
 from warehouse.aggregates import statement  # noqa: E402
 

@@ -29,9 +29,9 @@ from scipy import stats  # noqa: E402
 from statsmodels.tsa.seasonal import STL  # noqa: E402
 
 from bench.common import bench_runtime, best_of, pull, scratch_database  # noqa: E402
-from mcp_server.app import build_app  # noqa: E402
 from mcp_server.auth import Identity  # noqa: E402
 from mcp_server.runtime import Runtime  # noqa: E402
+from mcp_server.server import build_app  # noqa: E402
 
 CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("trend", {"metric": "arpu", "grain": "month"}, ("revenue",)),

@@ -34,10 +34,10 @@ from fastmcp import Client  # noqa: E402
 from analytics.chart_data import CHART_TYPES, ChartSpec  # noqa: E402
 from analytics.charts import render_chart  # noqa: E402
 from bench.common import redis_url_for_bench, scratch_database  # noqa: E402
-from mcp_server.app import build_app  # noqa: E402
 from mcp_server.auth import Identity  # noqa: E402
 from mcp_server.config import Settings, digest_key  # noqa: E402
 from mcp_server.runtime import start_runtime  # noqa: E402
+from mcp_server.server import build_app  # noqa: E402
 from mcp_server.tools.visualize import render_workers  # noqa: E402
 from warehouse.generator import generate, make_plan  # noqa: E402
 

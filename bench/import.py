@@ -37,9 +37,9 @@ async def import_through_the_tool(content: bytes) -> tuple[float, dict]:
     from fastmcp import Client
 
     from bench.common import redis_url_for_bench, scratch_database
-    from mcp_server.app import build_app
     from mcp_server.config import Settings, digest_key
     from mcp_server.runtime import start_runtime
+    from mcp_server.server import build_app
 
     key, prefix = "bench-import-key", f"amcp-bench-{uuid.uuid4().hex[:8]}:"
     with tempfile.TemporaryDirectory(prefix="amcp-import-") as folder:

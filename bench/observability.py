@@ -28,11 +28,10 @@ from fastmcp import Client, FastMCP  # noqa: E402
 
 from bench.common import redis_url_for_bench, scratch_database  # noqa: E402
 from mcp_server import tracing  # noqa: E402
-from mcp_server.app import build_app  # noqa: E402
-from mcp_server.audit import auditor  # noqa: E402
 from mcp_server.auth import ANALYST, Identity  # noqa: E402
 from mcp_server.config import Settings, digest_key  # noqa: E402
 from mcp_server.runtime import Runtime, start_runtime  # noqa: E402
+from mcp_server.server import build_app  # noqa: E402
 
 
 def p(samples: list[float], q: int) -> float:
@@ -128,7 +127,7 @@ async def main() -> None:
             finally:
                 await tracing.stop(provider)
         finally:
-            await auditor(runtime).flush()  # the background writer finishes before the pools close
+            await runtime.services.auditor.flush()  # the background writer finishes before the pools close
             async for leftover in runtime.redis.scan_iter(match=prefix + "*", count=1000):
                 await runtime.redis.delete(leftover)
             await runtime.close()

@@ -26,11 +26,10 @@ from cryptography.fernet import Fernet  # noqa: E402
 from fastmcp import Client  # noqa: E402
 
 from bench.common import redis_url_for_bench, scratch_database  # noqa: E402
-from mcp_server.app import build_app  # noqa: E402
 from mcp_server.auth import EVERYONE, Identity  # noqa: E402
 from mcp_server.config import Settings, digest_key  # noqa: E402
 from mcp_server.runtime import start_runtime  # noqa: E402
-from mcp_server.stores import session_store  # noqa: E402
+from mcp_server.server import build_app  # noqa: E402
 
 VALUE = {
     "analysis_type": "churn_rate",
@@ -79,7 +78,7 @@ async def main() -> None:
         try:
             identity = runtime.local_identity or Identity("bench", "analyst", "bench")
             redis = runtime.redis
-            store = session_store(runtime)
+            store = runtime.services.session_store
             raw_value = json.dumps(VALUE).encode()
             raw_key = runtime.key("bench-raw")
 

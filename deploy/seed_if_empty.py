@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analytics.errors import Unavailable  # noqa: E402
+from core.errors import Unavailable  # noqa: E402
 from mcp_server.config import ConfigError, Settings  # noqa: E402
 from warehouse.db import Database  # noqa: E402
 from warehouse.generator import generate, make_plan  # noqa: E402

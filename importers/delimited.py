@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 from importers.columns import column_names, infer_types, looks_like_header
 from importers.limits import Limits, check_columns, check_rows
 from importers.options import ImportOptions

@@ -7,7 +7,7 @@ import io
 import zipfile
 from typing import Literal
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 Format = Literal["csv", "tsv", "xlsx", "pdf"]
 Requested = Literal["auto", "csv", "tsv", "xlsx", "pdf"]

@@ -10,7 +10,7 @@ import pandas as pd
 from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 from importers.columns import column_names, infer_types, looks_like_header
 from importers.limits import Limits, check_columns, check_rows, check_xlsx_archive
 from importers.options import ImportOptions

@@ -6,7 +6,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 # Members smaller than this cannot hurt whatever their ratio (tiny XML parts compress very well).
 _RATIO_FLOOR_BYTES = 1_000_000

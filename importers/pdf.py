@@ -14,7 +14,7 @@ from pdfminer.pdfparser import PDFSyntaxError
 from pdfminer.psparser import PSException
 from pdfplumber.utils.exceptions import PdfminerException
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 from importers.columns import column_names, infer_types, looks_like_header
 from importers.limits import Limits, check_columns, check_rows
 from importers.options import ImportOptions

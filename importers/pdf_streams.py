@@ -23,7 +23,7 @@ from pdfminer.pdftypes import (
 )
 from pdfminer.runlength import rldecode
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 _PIECE_BYTES = 1_048_576  # inflate at most this much at a time
 

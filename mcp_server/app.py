@@ -15,7 +15,7 @@ import redis.exceptions
 from fastmcp import FastMCP
 from fastmcp.exceptions import FastMCPError, PromptError, ResourceError, ToolError
 
-from analytics.errors import AnalyticsError
+from core.errors import AnalyticsError
 from mcp_server import logs, package_version
 from mcp_server.auth import Identity
 from mcp_server.config import Role
@@ -33,7 +33,8 @@ analytics-mcp: statistical analysis of a telecom operator's PostgreSQL data (tab
 network_events, revenue). Start with summary_snapshot, read schema://database/main and
 docs://data_dictionary, open a session (session_create) to keep datasets, analyses and charts,
 query with query_database (read-only SELECT, %(name)s parameters), analyse with analyze_data,
-and chart with create_visualization."""
+and chart with create_visualization. Other data sources (list_sources, schema://{source}) are
+queried with query_database(source=...) in their own SQL dialect."""
 
 
 class App:

@@ -8,7 +8,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from analytics.errors import Forbidden
+from core.errors import Forbidden
 from mcp_server.config import ApiKeyEntry, Role
 
 ADMIN: frozenset[Role] = frozenset({"admin"})

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from analytics.errors import RateLimited
+from core.errors import RateLimited
 from mcp_server import metrics
 from mcp_server.config import Settings
 from sessions import scripts

@@ -42,7 +42,7 @@ class Cache:
     def _redis(self) -> aioredis.Redis:
         return self.runtime.cache_redis or self.runtime.redis
 
-    async def _key(self, question: Any, version: int | None = None) -> str:
+    async def _key(self, question: Any, version: int | str | None = None) -> str:
         if version is None:
             version = await self.runtime.db.data_version()
         digest = hashlib.sha256(json.dumps(question, sort_keys=True, default=str).encode()).hexdigest()
@@ -66,7 +66,7 @@ class Cache:
         except InvalidToken:  # written under a key no longer configured
             return None
 
-    async def get(self, question: Any, version: int | None = None) -> Any | None:
+    async def get(self, question: Any, version: int | str | None = None) -> Any | None:
         return self._decoded(await self._fetch(await self._key(question, version)))
 
     async def lookup(self, question: Any) -> tuple[int, Any | None]:
@@ -93,7 +93,7 @@ class Cache:
     def _store_failed(self, error: Exception) -> None:
         log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
 
-    async def put(self, question: Any, answer: Any, version: int | None = None) -> None:
+    async def put(self, question: Any, answer: Any, version: int | str | None = None) -> None:
         payload = self._encoded(answer)
         if payload is None:
             return

@@ -13,10 +13,11 @@ import signal
 import sys
 from typing import Any
 
-from analytics.errors import AnalyticsError, InvalidInput
+from core.errors import AnalyticsError, InvalidInput
 from mcp_server import package_version
 from mcp_server.config import ROLES, ConfigError, Settings, digest_key
 from mcp_server.logs import configure_logging
+from warehouse.sources import SourceConfigError
 
 log = logging.getLogger("analytics_mcp")
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rotate-keys":
             return asyncio.run(_rotate_keys(settings))
         return _serve(settings, args)
-    except ConfigError as error:
+    except (ConfigError, SourceConfigError) as error:
         print(f"analytics-mcp: configuration error: {error}", file=sys.stderr)
         return 2
     except AnalyticsError as error:

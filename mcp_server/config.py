@@ -253,6 +253,9 @@ class Settings:
     public_base_url: str | None = None
     artifact_ttl_seconds: int = 3600  # charts drawn without a session are kept this long (artifact://)
     oauth: OAuthSettings | None = None  # OAUTH_ISSUER ...: bearer JWTs as a second way in besides API keys
+    sources_path: Path | None = None  # ANALYTICS_MCP_SOURCES: the TOML file naming the data sources
+    # The environment ${NAME} references in the sources file are read from (never logged or compared).
+    sources_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -320,6 +323,8 @@ class Settings:
             public_base_url=_base_url(env.get("PUBLIC_BASE_URL", "")),
             artifact_ttl_seconds=_int(env, "ARTIFACT_TTL_SECONDS", 3600, 60, 7 * 86_400),
             oauth=parse_oauth(env),
+            sources_path=Path(sources) if (sources := env.get("ANALYTICS_MCP_SOURCES", "").strip()) else None,
+            sources_env=dict(env),
         )
 
     def with_changes(self, **changes: object) -> Settings:

@@ -15,7 +15,7 @@ from fastmcp.exceptions import ValidationError as FastMCPValidationError
 from fastmcp.server.dependencies import get_http_headers
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 
-from analytics.errors import AnalyticsError, Forbidden, NotFound, Timeout
+from core.errors import AnalyticsError, Forbidden, NotFound, Timeout
 from mcp_server import logs
 from mcp_server.app import POSTGRES_DOWN, REDIS_DOWN
 from mcp_server.auth import Identity, KeyRegistry, bind_identity, require_role, reset_identity

@@ -12,7 +12,7 @@ from typing import Any
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 from mcp_server.calls import current_call
 from mcp_server.oauth import resolve_identity
 from mcp_server.runtime import Runtime

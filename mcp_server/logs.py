@@ -93,7 +93,7 @@ def _expected(error: BaseException) -> bool:
     from fastmcp.exceptions import FastMCPError, NotFoundError
     from mcp import MCPError
 
-    from analytics.errors import AnalyticsError
+    from core.errors import AnalyticsError
 
     seen: set[int] = set()
     current: BaseException | None = error

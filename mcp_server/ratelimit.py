@@ -19,7 +19,7 @@ from mcp import MCPError
 from mcp.types import INVALID_REQUEST
 from prometheus_client import CollectorRegistry
 
-from analytics.errors import RateLimited
+from core.errors import RateLimited
 from mcp_server import metrics
 from mcp_server.calls import current_call
 from mcp_server.config import Settings

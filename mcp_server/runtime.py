@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from analytics.errors import Unavailable
+from core.errors import Unavailable
 from mcp_server import tracing
 from mcp_server.auth import Identity, KeyRegistry
 from mcp_server.config import ApiKeyEntry, ConfigError, Settings, digest_key
@@ -21,7 +21,10 @@ from mcp_server.oauth import OAuthVerifier
 from mcp_server.services import Services
 from warehouse import sqlguard
 from warehouse.db import Database
+from warehouse.demo_exports import with_demo_exports
+from warehouse.engines.active import ActiveSources
 from warehouse.generator import generate, make_plan
+from warehouse.sources import Registry, load_sources
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class Runtime:
     cache_redis: aioredis.Redis | None = None  # CACHE_REDIS_URL's; None: answers are cached in `redis`
     tracer_provider: Any = None  # OpenTelemetry's, when OTEL_EXPORTER_OTLP_ENDPOINT is set
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # The data sources (ANALYTICS_MCP_SOURCES) and their started engines; `main` is `db`.
+    sources: ActiveSources = field(default_factory=lambda: ActiveSources(Registry({})))
     # Built with the runtime (a copy made by dataclasses.replace gets its own): stores, limiters, the
     # background writers, caches and the chart pool.
     services: Services = field(init=False)
@@ -85,6 +90,7 @@ class Runtime:
             log.warning("closing the services failed (%s)", type(error).__name__)
         if self.tracer_provider is not None:  # after the writers, whose last writes are traced too
             await tracing.stop(self.tracer_provider)
+        await self.sources.close()
         await self.db.close()
         for client in (self.redis, self.cache_redis):
             try:
@@ -112,6 +118,8 @@ def redis_client(url: str) -> aioredis.Redis:
 
 async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtime:
     """Start (or reach) PostgreSQL and Redis, apply the schema, and load demo data into a fresh embedded DB."""
+    # A bad sources file stops start-up before anything is started (SourceConfigError, one line).
+    load_sources(settings.sources_path, settings.sources_env, main_url="postgresql://127.0.0.1/checking")
     embedded = None
     database_url, redis_url = settings.database_url, settings.redis_url
     if database_url is None or redis_url is None:
@@ -179,6 +187,7 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
             await asyncio.wait_for(runtime.redis.ping(), timeout=5)
         except Exception as error:
             raise Unavailable(f"Redis does not answer ({type(error).__name__}); check REDIS_URL") from error
+        runtime.sources = await start_sources(settings, database_url)
         if seed_demo and settings.database_url is None and await db.row_count("customers") == 0:
             log.info(
                 "loading demo data",
@@ -191,3 +200,15 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
         await runtime.close()
         raise
     return runtime
+
+
+async def start_sources(settings: Settings, database_url: str) -> ActiveSources:
+    """The registry of ANALYTICS_MCP_SOURCES (a bad entry raises SourceConfigError, one line) with its
+    engines started and the file watched; without a file, on the embedded default, the demo `exports`."""
+    registry = load_sources(settings.sources_path, settings.sources_env, main_url=database_url)
+    if settings.sources_path is None and settings.database_url is None:
+        registry = await asyncio.to_thread(with_demo_exports, registry, settings.home, settings.demo_seed)
+    sources = await ActiveSources.start(registry)
+    if settings.sources_path is not None:
+        sources.watch(settings.sources_path, settings.sources_env)
+    return sources

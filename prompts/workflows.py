@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from analytics.bands import AGE_BANDS, MISSING, TENURE_BANDS
-from analytics.errors import InvalidInput
 from analytics.parameters import ArpuParameters, ChurnRateParameters, NetworkQualityParameters
+from core.errors import InvalidInput
 
 SESSION_ID = "SESSION_ID"
 POOR_QUALITY_BELOW = 2.5

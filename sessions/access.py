@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from analytics.errors import Forbidden, InvalidInput, NotFound
+from core.errors import Forbidden, InvalidInput, NotFound
 
 AccessLevel = Literal["read", "write"]
 ACCESS_LEVELS: tuple[AccessLevel, ...] = ("read", "write")

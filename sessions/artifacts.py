@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from analytics.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from sessions import scripts
 from sessions.access import Caller
 from sessions.crypto import Cipher

@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from analytics.errors import Unavailable
+from core.errors import Unavailable
 
 
 class Cipher:

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 _WRITE_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 

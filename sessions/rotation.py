@@ -8,7 +8,7 @@ import json
 
 from redis.commands.core import AsyncScript
 
-from analytics.errors import Unavailable
+from core.errors import Unavailable
 from sessions import scripts
 from sessions.crypto import Cipher
 from sessions.store import KEY_FIELD, THREAD_THRESHOLD, ArchiveBackend, SessionStore, as_text

@@ -31,7 +31,7 @@ import cachetools
 import pandas as pd
 import redis.asyncio as aioredis
 
-from analytics.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from core.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from sessions import access, scripts
 from sessions.access import Caller, Grants
 from sessions.crypto import Cipher

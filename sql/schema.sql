@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS mcp_internal.query_log (
     cached       BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX IF NOT EXISTS idx_query_log_logged_at ON mcp_internal.query_log (logged_at);
+-- The data source the query ran on (ANALYTICS_MCP_SOURCES); `main` is the built-in database.
+ALTER TABLE mcp_internal.query_log ADD COLUMN IF NOT EXISTS source TEXT NOT NULL DEFAULT 'main';
 
 CREATE TABLE IF NOT EXISTS mcp_internal.audit_log (
     id           BIGSERIAL PRIMARY KEY,

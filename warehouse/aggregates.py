@@ -23,7 +23,6 @@ from analytics.compare import segment_compare_from_values
 from analytics.correlation import correlation_of_table
 from analytics.describe import describe_outcome
 from analytics.drivers import churn_drivers_of_table
-from analytics.errors import InvalidInput, Timeout
 from analytics.forecast import forecast_from_buckets
 from analytics.frames import dates_asked
 from analytics.network import network_quality_from_histogram
@@ -46,6 +45,7 @@ from analytics.parameters import (
 from analytics.summary import Outcome
 from analytics.survival import retention_from_counts
 from analytics.trend import trend_from_buckets
+from core.errors import InvalidInput, Timeout
 from warehouse import sql
 from warehouse.catalog import describe_tables
 from warehouse.db import Database

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analytics.errors import NotFound
+from core.errors import NotFound
 from warehouse import sql
 from warehouse.db import ANALYTICS_TABLES, Database
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from analytics.errors import Forbidden, Unavailable
+from core.errors import Forbidden, Unavailable
 from warehouse import copy, sql
 from warehouse.generator import Dataset
 from warehouse.shares import Shares, current_owner

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 
 DEFAULT_START = date(2024, 1, 1)
 DEFAULT_END = date(2025, 12, 31)

@@ -28,7 +28,7 @@ import asyncpg
 import cachetools
 import pandas as pd
 
-from analytics.errors import AnalyticsError, Forbidden, InvalidInput, QueryRefused, RateLimited, Timeout
+from core.errors import AnalyticsError, Forbidden, InvalidInput, QueryRefused, RateLimited, Timeout
 from sessions.datasets import decimal_number
 from warehouse import sql
 from warehouse.db import ANALYTICS_TABLES, CONNECTION_ERRORS, Database
@@ -660,6 +660,7 @@ class QueryLogEntry:
     row_count: int | None
     outcome: str
     cached: bool = False
+    source: str = "main"  # the data source it ran on
 
     @classmethod
     def of(
@@ -672,10 +673,11 @@ class QueryLogEntry:
         outcome: str,
         cached: bool = False,
         known_hash: str | None = None,
+        source: str = "main",
     ) -> QueryLogEntry:
         """`known_hash`: query_hash(query) when the caller has it already (saves parsing the query again)."""
         digest = known_hash or query_hash(query)
-        return cls(user_id, digest, float(duration_ms), row_count, outcome, cached)
+        return cls(user_id, digest, float(duration_ms), row_count, outcome, cached, source)
 
 
 async def write_query_log(db: Database, entries: Sequence[QueryLogEntry]) -> None:
@@ -685,7 +687,10 @@ async def write_query_log(db: Database, entries: Sequence[QueryLogEntry]) -> Non
     async with db.connection() as conn:
         await conn.executemany(
             sql.load("query_log_insert"),
-            [(e.user_id, e.query_hash, e.duration_ms, e.row_count, e.outcome, e.cached) for e in entries],
+            [
+                (e.user_id, e.query_hash, e.duration_ms, e.row_count, e.outcome, e.cached, e.source)
+                for e in entries
+            ],
             timeout=10,
         )
 

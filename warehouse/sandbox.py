@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 from warehouse import sql
 from warehouse.db import Database
 

@@ -12,7 +12,7 @@ import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from analytics.errors import RateLimited
+from core.errors import RateLimited
 
 # How long a call over its share waits for one of its own connections to come back before it is refused.
 WAIT_SECONDS = 2.0

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from analytics.errors import NotFound
+from core.errors import NotFound
 
 log = logging.getLogger(__name__)
 

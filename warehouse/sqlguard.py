@@ -17,7 +17,7 @@ from typing import Any
 from pglast import ast, parse_sql, parser
 from pglast.stream import RawStream
 
-from analytics.errors import InvalidInput, QueryRefused
+from core.errors import InvalidInput, QueryRefused
 
 MAX_QUERY_CHARS = 50_000
 # Bounds on what the parser is given, checked first with PostgreSQL's scanner (flat, not recursive):

@@ -12,11 +12,11 @@ from fastmcp.tools.base import ToolResult
 from mcp.types import TextContent
 from pydantic import Field
 
-from analytics.errors import InvalidInput
 from analytics.lean import rounded, summarised
 from analytics.parameters import ANALYSES, parse_parameters
 from analytics.parameters import analysis_type as find_analysis
 from analytics.summary import Outcome
+from core.errors import InvalidInput
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, current_identity
 from mcp_server.cache import Cache

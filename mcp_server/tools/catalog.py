@@ -9,7 +9,7 @@ from fastmcp.resources import TextResource
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from pydantic import AnyUrl, Field
 
-from analytics.errors import AnalyticsError, NotFound
+from core.errors import AnalyticsError, NotFound
 from mcp_server.app import REDIS_DOWN, App
 from mcp_server.auth import ANALYST, EVERYONE, current_identity
 from mcp_server.calls import current_call

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from analytics.describe import describe
-from analytics.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from core.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from importers import Imported, ImportOptions, Limits, parse_file
 from importers.detect import Requested
 from mcp_server.app import App

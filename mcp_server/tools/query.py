@@ -10,7 +10,7 @@ from fastmcp.tools.base import ToolResult
 from mcp.types import TextContent
 from pydantic import Field
 
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 from mcp_server import logs
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, Identity, current_identity
@@ -19,7 +19,10 @@ from mcp_server.runtime import Runtime
 from sessions.access import KeyName, SessionId
 from sessions.datasets import AS_TEXT, json_ready
 from warehouse import query as queries
+from warehouse.engines import GuardedStatement
+from warehouse.engines.active import run_on
 from warehouse.labels import request_label
+from warehouse.sources import MAIN
 from warehouse.sqlguard import MAX_QUERY_CHARS
 
 CACHE_SECONDS = 300
@@ -70,15 +73,29 @@ def register(app: App) -> None:
         max_rows: Annotated[
             int, Field(ge=1, description="rows to return (default 100; QUERY_MAX_ROWS_CAP is the most)")
         ] = DEFAULT_ROWS,
+        source: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=64,
+                description="the data source to query (list_sources); main is the built-in database",
+            ),
+        ] = MAIN,
     ) -> ToolResult:
-        """Run one read-only SQL SELECT on customers, network_events and revenue; returns rows as JSON and a markdown table."""
+        """Run one read-only SQL SELECT (in the source's SQL dialect) on a data source, by default the
+        built-in database (customers, network_events, revenue); returns rows as JSON and a markdown table."""
         caller = current_identity()
         if (session_id is None) != (save_as is None):
             raise InvalidInput(
                 "session_id and save_as go together: pass both to store the result, or neither"
             )
+        name = runtime.sources.source(source).name  # NotFound lists the sources
         if session_id is not None and save_as is not None:
-            answer = await _save_dataset(runtime, caller, query, parameters, timeout, session_id, save_as)
+            answer = await _save_dataset(
+                runtime, caller, query, parameters, timeout, session_id, save_as, source=name
+            )
+        elif name != MAIN:
+            answer = await _select_source(runtime, cache, caller, name, query, parameters, timeout, max_rows)
         else:
             answer = await _select(runtime, cache, caller, query, parameters, timeout, max_rows)
         text = _markdown(answer, RESPONSE_MAX_BYTES - _json_bytes(answer))
@@ -94,11 +111,7 @@ async def _select(
     timeout: float,
     max_rows: int,
 ) -> dict[str, Any]:
-    cap = runtime.settings.query_max_rows_cap
-    if max_rows > cap:
-        raise InvalidInput(
-            f"max_rows is at most {cap:,}; for more rows pass session_id + save_as to store the result as a dataset"
-        )
+    _max_rows_within_cap(runtime, max_rows)
     started = time.perf_counter()
     cached = version = None
     ran = False  # _run logs its own outcome
@@ -129,6 +142,14 @@ async def _select(
             runtime, caller, query, started, cached["row_count"], "ok", cached=True, known_hash=guarded.hash
         )
         return {**cached, "cached": True}
+    answer = _answer(result)
+    if version is not None:
+        await cache.put(question, answer, version)
+    return answer
+
+
+def _answer(result: queries.QueryResult) -> dict[str, Any]:
+    """A query's rows as the tool answers them, with the truncation flags and hints."""
     rows = json_ready(result.records())
     answer = {
         "rows": rows,
@@ -147,8 +168,66 @@ async def _select(
                 "the query (WHERE, GROUP BY, LIMIT) or pass session_id + save_as to store the full result"
             )
         answer["hint"] = "; ".join([*hints, *_cut_hint(answer, result)])
-    if version is not None:
-        await cache.put(question, answer, version)
+    return answer
+
+
+def _max_rows_within_cap(runtime: Runtime, max_rows: int) -> None:
+    cap = runtime.settings.query_max_rows_cap
+    if max_rows > cap:
+        raise InvalidInput(
+            f"max_rows is at most {cap:,}; for more rows pass session_id + save_as to store the result as a dataset"
+        )
+
+
+async def _select_source(
+    runtime: Runtime,
+    cache: Cache,
+    caller: Identity,
+    source: str,
+    query: str,
+    parameters: dict[str, Any],
+    timeout: float,
+    max_rows: int,
+) -> dict[str, Any]:
+    """query_database on a source other than main: its engine's guard, cached on its data version."""
+    _max_rows_within_cap(runtime, max_rows)
+    started = time.perf_counter()
+    async with runtime.sources.use(source) as engine:
+        try:
+            statement = await engine.guarded(query, parameters)
+            version = None if statement.volatile else await engine.data_version()
+        except Exception as error:
+            await _log(runtime, caller, query, started, None, queries.outcome_of(error), source=source)
+            raise
+        question = {
+            "source": source,
+            "user": caller.user_id,
+            "sql": statement.canonical or statement.sql,
+            "arguments": {name: parameters.get(name) for name in statement.names},
+            "max_rows": max_rows,
+        }
+        key_version = f"{source}:{version}" if version is not None else None
+        cached = await cache.get(question, key_version) if key_version is not None else None
+        if cached is not None:
+            await _log(
+                runtime,
+                caller,
+                query,
+                started,
+                cached["row_count"],
+                "ok",
+                cached=True,
+                known_hash=statement.hash or None,
+                source=source,
+            )
+            return {**cached, "cached": True}
+        max_bytes = min(runtime.settings.query_max_bytes, INLINE_MAX_BYTES)
+        result = await _run(
+            runtime, caller, statement, parameters, timeout, max_rows, max_bytes, source=source, engine=engine
+        )
+    answer = _answer(result)
+    if key_version is not None:
+        await cache.put(question, answer, key_version)
     return answer
 
 
@@ -174,36 +253,88 @@ def _question(
 async def _run(
     runtime: Runtime,
     caller: Identity,
-    query: str | queries.GuardedQuery,
+    query: str | queries.GuardedQuery | GuardedStatement,
     parameters: dict[str, Any],
     timeout: float,
     max_rows: int,
     max_bytes: int | None,
     conn: Any = None,
+    *,
+    source: str = MAIN,
+    engine: Any = None,
 ) -> queries.QueryResult:
+    """Run on the built-in database, or on `source`'s engine (`engine`: one the caller holds already)."""
     started = time.perf_counter()
     text, known_hash = (query.text, query.hash) if isinstance(query, queries.GuardedQuery) else (query, None)
+    if isinstance(query, GuardedStatement):
+        text, known_hash = query.sql, query.hash or None
+    assert isinstance(text, str)
     seconds = runtime.services.query_seconds
     try:
         await seconds.check(caller.user_id)  # a spent budget refuses the query before it starts
-        result = await queries.run_select(
-            runtime.db,
-            query,
-            parameters,
-            timeout=timeout,
-            max_rows=max_rows,
-            max_bytes=max_bytes,
-            conn=conn,
-            label=request_label(logs.request_id_var.get()),
-        )
+        if isinstance(query, GuardedStatement) or source != MAIN:
+            assert not isinstance(query, queries.GuardedQuery)
+            result = await _run_on_source(
+                runtime, source, engine, query, parameters, timeout, max_rows, max_bytes
+            )
+        else:
+            result = await queries.run_select(
+                runtime.db,
+                query,
+                parameters,
+                timeout=timeout,
+                max_rows=max_rows,
+                max_bytes=max_bytes,
+                conn=conn,
+                label=request_label(logs.request_id_var.get()),
+            )
     except Exception as error:
-        await _log(runtime, caller, text, started, None, queries.outcome_of(error), known_hash=known_hash)
+        await _log(
+            runtime,
+            caller,
+            text,
+            started,
+            None,
+            queries.outcome_of(error),
+            known_hash=known_hash,
+            source=source,
+        )
         raise
     finally:
         await seconds.charge(caller.user_id, time.perf_counter() - started)
     outcome = queries.outcome_of(None, result.truncated)
-    await _log(runtime, caller, text, started, len(result.rows), outcome, known_hash=result.query_hash)
+    await _log(
+        runtime, caller, text, started, len(result.rows), outcome, known_hash=result.query_hash, source=source
+    )
     return result
+
+
+async def _run_on_source(
+    runtime: Runtime,
+    source: str,
+    engine: Any,
+    query: str | GuardedStatement,
+    parameters: dict[str, Any],
+    timeout: float,
+    max_rows: int,
+    max_bytes: int | None,
+) -> queries.QueryResult:
+    shares, max_bytes = runtime.db.shares, max_bytes or runtime.settings.query_max_bytes
+    if engine is not None and isinstance(query, GuardedStatement):
+        return await run_on(
+            engine, query, parameters, shares=shares, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes
+        )
+    async with runtime.sources.use(source) as held:
+        statement = query if isinstance(query, GuardedStatement) else await held.guarded(query, parameters)
+        return await run_on(
+            held,
+            statement,
+            parameters,
+            shares=shares,
+            timeout=timeout,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+        )
 
 
 async def _save_dataset(
@@ -214,11 +345,14 @@ async def _save_dataset(
     timeout: float,
     session_id: str,
     save_as: str,
+    *,
+    source: str = MAIN,
 ) -> dict[str, Any]:
     limit, max_bytes = runtime.settings.dataset_max_rows, runtime.settings.dataset_max_bytes
-    result = await _run(runtime, caller, query, parameters, timeout, limit, max_bytes)
-    source = {
+    result = await _run(runtime, caller, query, parameters, timeout, limit, max_bytes, source=source)
+    origin = {
         "tool": "query_database",
+        "source": source,
         "query": query,
         "parameter_names": sorted(parameters),
         "query_hash": result.query_hash,
@@ -228,7 +362,7 @@ async def _save_dataset(
     row_count = len(result.rows)
     frame = queries.to_frame(result)
     result.rows.clear()  # the frame holds the values now: free the rows before the frame is encoded
-    stored = await runtime.services.session_store.save_dataset(caller, session_id, save_as, frame, source)
+    stored = await runtime.services.session_store.save_dataset(caller, session_id, save_as, frame, origin)
     del frame
     answer: dict[str, Any] = {
         "rows": preview,
@@ -318,6 +452,7 @@ async def _log(
     outcome: str,
     cached: bool = False,
     known_hash: str | None = None,
+    source: str = MAIN,
 ) -> None:
     if known_hash is None:  # hashing scans the query: off the event loop, like the guard
         known_hash = await queries.in_guard_thread(queries.query_hash, query)
@@ -329,6 +464,7 @@ async def _log(
         outcome=outcome,
         cached=cached,
         known_hash=known_hash,
+        source=source,
     )
     await runtime.services.query_log.put(entry)  # waits only while the log's queue is full: never drops
 

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from analytics import charts
 from analytics.chart_data import AUTO, CHART_TYPES, ChartSpec
-from analytics.errors import InvalidInput, Timeout, Unavailable
+from core.errors import InvalidInput, Timeout, Unavailable
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, EVERYONE, current_identity
 from mcp_server.chartpool import RENDER_NICENESS, render_workers  # noqa: F401 - the pool's knobs, named here too

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from analytics.errors import NotFound
+from core.errors import NotFound
 from mcp_server.auth import Identity
 from sessions.artifacts import ArtifactStore
 

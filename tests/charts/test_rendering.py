@@ -11,7 +11,7 @@ import pytest
 
 from analytics.chart_data import CHART_TYPES, ChartSpec, plan_chart, to_frame
 from analytics.charts import render_chart
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 from tests.charts.helpers import (
     assert_not_blank,
     plotly_figure,

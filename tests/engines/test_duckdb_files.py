@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout, Unavailable
+from core.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout, Unavailable
 from warehouse.engines import RelationRules
 from warehouse.engines.duckdb_files import FilesEngine
 from warehouse.engines.duckdb_guard import ALLOWED_FUNCTIONS, validate_select

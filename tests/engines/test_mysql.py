@@ -15,7 +15,7 @@ import asyncmy
 import asyncmy.errors
 import pytest
 
-from analytics.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout
+from core.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout
 from warehouse.engines import GuardedStatement, RelationRules
 from warehouse.engines.mysql import MySQLEngine
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics.errors import NotFound
+from core.errors import NotFound
 from warehouse.sources import Registry, SourceConfigError, load_sources, watch
 
 MAIN_URL = "postgresql://app:main-secret-pw@127.0.0.1:5432/analytics"

@@ -105,7 +105,7 @@ async def test_an_encoding_that_cannot_read_text_is_refused_in_one_line_and_noth
 _MEMORY_PROBE = textwrap.dedent(
     """
     import json, resource
-    from analytics.errors import InvalidInput
+    from core.errors import InvalidInput
     from importers import parse_file
     from tests.imports.files import (
         frame_rows, pdf_bomb, pdf_bytes, revenue_table, sample_frame, xlsx_bytes, xlsx_part_bomb,

@@ -13,7 +13,7 @@ import pytest
 
 import importers.delimited
 import importers.excel
-from analytics.errors import InvalidInput
+from core.errors import InvalidInput
 from importers import ImportOptions, Limits, parse_file
 from tests.imports.files import (
     csv_bytes,

@@ -15,7 +15,7 @@ import pytest
 import redis.exceptions
 from fastmcp import Client
 
-from analytics.errors import Unavailable
+from core.errors import Unavailable
 from mcp_server.runtime import redis_client
 from tests.conftest import app_for
 from tests.production.services import ROOT

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from fastmcp import Client
 
-from analytics.errors import InvalidInput, QueryRefused
+from core.errors import InvalidInput, QueryRefused
 from mcp_server.cache import Cache
 from mcp_server.limits import MAX_NESTING, argument_problem
 from mcp_server.runtime import start_runtime

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from analytics.errors import AnalyticsError, InvalidInput, QueryRefused
+from core.errors import AnalyticsError, InvalidInput, QueryRefused
 from tests.query.corpus import ATTACKS, LEGITIMATE
 from warehouse.sqlguard import bind_placeholders, normalised, validate_select
 

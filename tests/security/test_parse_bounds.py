@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pglast import parser
 
-from analytics.errors import AnalyticsError
+from core.errors import AnalyticsError
 from tests.support import call, refusal
 from warehouse import query as queries
 from warehouse.sqlguard import MAX_DEPTH, MAX_PARENTHESES, MAX_QUERY_CHARS, MAX_QUERY_TOKENS

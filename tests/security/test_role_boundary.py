@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from fastmcp import Client
 
-from analytics.errors import Forbidden, QueryRefused
+from core.errors import Forbidden, QueryRefused
 from mcp_server.config import ConfigError, Settings
 from mcp_server.runtime import start_runtime
 from tests.conftest import app_for

@@ -29,6 +29,7 @@ EXPECTED_TOOL_ROLES = {
     "session_delete": ADMIN,
     "session_delete_key": ANALYST,
     "session_rotate_keys": ADMIN,
+    "list_sources": EVERYONE,
 }
 # Tools the contract names: they must exist (the matrix above may list optional extras).
 REQUIRED_TOOLS = {
@@ -46,6 +47,7 @@ REQUIRED_TOOLS = {
 EXPECTED_RESOURCE_ROLES = {
     "schema://database/main": ANALYST,
     "schema://database/main/{table}": ANALYST,
+    "schema://{source}": EVERYONE,
     "docs://data_dictionary": ANALYST,
     "templates://analysis/{type}": ANALYST,
     "session://{session_id}": EVERYONE,

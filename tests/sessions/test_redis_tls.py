@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastmcp import Client
 
-from analytics.errors import Unavailable
+from core.errors import Unavailable
 from mcp_server.runtime import Runtime, start_runtime
 from tests.conftest import app_for
 from tests.support import call

@@ -14,7 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 from fastmcp import Client
 
-from analytics.errors import InvalidInput, Unavailable
+from core.errors import InvalidInput, Unavailable
 from mcp_server.auth import Identity
 from mcp_server.runtime import Runtime, start_runtime
 from sessions.rotation import rotate_keys

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import cachetools
 import duckdb
 
-from analytics.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout, Unavailable
+from core.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout, Unavailable
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.engines.duckdb_guard import validate_select
 from warehouse.query import MAX_TIMEOUT_SECONDS, Column, QueryResult, _json_bytes, in_guard_thread

@@ -23,7 +23,7 @@ import sqlglot
 from sqlglot import Token, TokenType, exp
 from sqlglot.errors import ErrorLevel, ParseError, TokenError
 
-from analytics.errors import InvalidInput, QueryRefused
+from core.errors import InvalidInput, QueryRefused
 
 MAX_QUERY_CHARS = 50_000
 # Bounds checked on the flat token list before the (recursive, pure-Python) parser sees the text.

@@ -25,7 +25,7 @@ from asyncmy.constants import COMMAND
 from asyncmy.cursors import SSCursor
 from asyncmy.errors import Error as MySQLError
 
-from analytics.errors import AnalyticsError, Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
+from core.errors import AnalyticsError, Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.engines.mysql_guard import main_query_start, validate_mysql_select
 from warehouse.query import MAX_TIMEOUT_SECONDS, Column, QueryResult, in_guard_thread

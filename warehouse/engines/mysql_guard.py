@@ -19,7 +19,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from analytics.errors import InvalidInput, QueryRefused
+from core.errors import InvalidInput, QueryRefused
 from warehouse.engines import GuardedStatement
 
 MAX_QUERY_CHARS = 50_000

@@ -1,0 +1,1 @@
+"""What every package shares: the error hierarchy (one base error, a few kinds, one-line messages)."""

@@ -1,0 +1,176 @@
+"""The running engines of the registered sources: one per source other than the built-in `main`,
+swapped whole when the sources file changes, old engines closed once their in-flight queries end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from core.errors import NotFound
+from warehouse.engines import Engine, GuardedStatement, RelationRules
+from warehouse.query import QueryResult
+from warehouse.shares import Shares, current_owner
+from warehouse.sources import MAIN, Registry, Source, SourceConfigError, watch
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(source: Source) -> Engine:
+    """The engine of one non-main source (not started)."""
+    rules = RelationRules(source.tables, source.exclude)
+    if source.kind == "mysql":
+        from warehouse.engines.mysql import MySQLEngine
+
+        return MySQLEngine(source.url.get_secret_value(), name=source.name, rules=rules)
+    if source.kind == "files":
+        from warehouse.engines.duckdb_files import FilesEngine
+
+        return FilesEngine(source.name, source.directory, rules=rules)
+    raise SourceConfigError(
+        f"ANALYTICS_MCP_SOURCES: [sources.{source.name}] postgresql sources other than the built-in "
+        "database are not supported yet; remove it or use a mysql:// or files:// source"
+    )
+
+
+class _Generation:
+    """One registry and its engines; closed when replaced and no query still uses it."""
+
+    def __init__(self, registry: Registry, engines: Mapping[str, Engine]) -> None:
+        self.registry = registry
+        self.engines = dict(engines)
+        self.in_flight = 0
+        self.retired = False
+
+    async def close(self) -> None:
+        for name, engine in self.engines.items():
+            try:
+                await engine.close()
+            except Exception:  # noqa: BLE001 - closing goes on for the other engines
+                log.warning("closing the engine of source '%s' failed", name)
+
+
+async def start_engines(registry: Registry) -> dict[str, Engine]:
+    """Started engines for every non-main source of `registry`; on a failure the started ones are closed."""
+    engines: dict[str, Engine] = {}
+    try:
+        for source in registry:
+            if source.name == MAIN:
+                continue
+            engine = build_engine(source)
+            await engine.start()
+            engines[source.name] = engine
+    except BaseException:
+        for engine in engines.values():
+            await engine.close()
+        raise
+    return engines
+
+
+class ActiveSources:
+    """The current registry and its started engines; `use` hands out an engine for one query."""
+
+    def __init__(self, registry: Registry, engines: Mapping[str, Engine] | None = None) -> None:
+        self._current = _Generation(registry, engines or {})
+        self._watcher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, registry: Registry) -> ActiveSources:
+        return cls(registry, await start_engines(registry))
+
+    @property
+    def registry(self) -> Registry:
+        return self._current.registry
+
+    def source(self, name: str | None) -> Source:
+        """The source called `name` (None, `main`, `database`: the built-in one); NotFound names them all."""
+        return self.registry.get(name)
+
+    def engine_now(self, name: str) -> Engine:
+        """The engine of a non-main source, for a catalog read (no in-flight accounting)."""
+        engine = self._current.engines.get(self.registry.get(name).name)
+        if engine is None:
+            raise NotFound(f"source '{name}' has no engine; sources: {', '.join(self.registry.names)}")
+        return engine
+
+    @contextlib.asynccontextmanager
+    async def use(self, name: str) -> AsyncIterator[Engine]:
+        """The engine of source `name` for one query: a reload meanwhile closes it only after this ends."""
+        generation = self._current
+        engine = generation.engines.get(generation.registry.get(name).name)
+        if engine is None:
+            raise NotFound(f"source '{name}' has no engine; sources: {', '.join(generation.registry.names)}")
+        generation.in_flight += 1
+        try:
+            yield engine
+        finally:
+            generation.in_flight -= 1
+            if generation.retired and generation.in_flight == 0:
+                await generation.close()
+
+    async def replace(self, registry: Registry) -> None:
+        """Swap to `registry`: engines of unchanged sources are kept, others started; a source that will
+        not start keeps the old definitions (logged in one line)."""
+        old = self._current
+        kept = {
+            name: engine
+            for name, engine in old.engines.items()
+            if name in registry and old.registry.get(name) == registry.get(name)
+        }
+        started: dict[str, Engine] = {}
+        try:
+            for source in registry:
+                if source.name == MAIN or source.name in kept:
+                    continue
+                engine = build_engine(source)
+                await engine.start()
+                started[source.name] = engine
+        except Exception as error:  # noqa: BLE001 - a bad edit keeps the sources that work
+            for engine in started.values():
+                await engine.close()
+            log.warning("sources not reloaded, keeping the current ones: %s", str(error).splitlines()[0])
+            return
+        self._current = _Generation(registry, {**kept, **started})
+        retiring = _Generation(old.registry, {n: e for n, e in old.engines.items() if n not in kept})
+        old.engines = retiring.engines  # in-flight queries of the old generation release these
+        old.retired = True
+        if old.in_flight == 0:
+            await old.close()
+
+    def watch(self, path: str | Path, env: Mapping[str, str], *, interval: float = 1.0) -> None:
+        """Follow the sources file: an edit that validates replaces the sources within seconds."""
+        self._watcher = asyncio.create_task(
+            watch(path, self.replace, env=env, current=self.registry, interval=interval),
+            name="sources-watch",
+        )
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+            self._watcher = None
+        await self._current.close()  # shutting down: in-flight queries are being cancelled anyway
+
+
+async def run_on(
+    engine: Engine,
+    statement: GuardedStatement,
+    parameters: Mapping[str, Any],
+    *,
+    shares: Shares,
+    timeout: float,
+    max_rows: int,
+    max_bytes: int,
+) -> QueryResult:
+    """Run a guarded statement on `engine` within the caller's fair share of connections."""
+    give_back = await shares.take(current_owner())
+    try:
+        return await engine.run(
+            statement, parameters, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes
+        )
+    finally:
+        give_back()
