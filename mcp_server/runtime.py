@@ -24,6 +24,7 @@ from warehouse.db import Database
 from warehouse.demo_exports import with_demo_exports
 from warehouse.engines.active import ActiveSources
 from warehouse.generator import generate, make_plan
+from warehouse.profiles import Profiler
 from warehouse.sources import Registry, load_sources
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class Runtime:
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     # The data sources (ANALYTICS_MCP_SOURCES) and their started engines; `main` is `db`.
     sources: ActiveSources = field(default_factory=lambda: ActiveSources(Registry({})))
+    # Profiles the sources' tables in the background and on refresh_source (warehouse/profiles.py).
+    profiler: Profiler | None = None
     # Built with the runtime (a copy made by dataclasses.replace gets its own): stores, limiters, the
     # background writers, caches and the chart pool.
     services: Services = field(init=False)
@@ -90,6 +93,8 @@ class Runtime:
             log.warning("closing the services failed (%s)", type(error).__name__)
         if self.tracer_provider is not None:  # after the writers, whose last writes are traced too
             await tracing.stop(self.tracer_provider)
+        if self.profiler is not None:
+            await self.profiler.close()
         await self.sources.close()
         await self.db.close()
         for client in (self.redis, self.cache_redis):
@@ -188,6 +193,9 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
         except Exception as error:
             raise Unavailable(f"Redis does not answer ({type(error).__name__}); check REDIS_URL") from error
         runtime.sources = await start_sources(settings, database_url)
+        runtime.profiler = Profiler(db, runtime.sources)
+        runtime.sources.on_started = runtime.profiler.schedule
+        runtime.profiler.schedule(runtime.sources.registry.names)  # in the background: never in the way
         if seed_demo and settings.database_url is None and await db.row_count("customers") == 0:
             log.info(
                 "loading demo data",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from warehouse.engines import Table
@@ -29,6 +29,36 @@ def render_source(
         lines += [f"| {_text(column.name)} | {column.type} |" for column in columns]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_profile(source: str, engine: str, profile: Mapping[str, Any]) -> str:
+    """A table's metadata card: its rows and the sample profiled, then one line per column."""
+    rows, sample = profile["row_count"], profile["sample_size"]
+    measured = "all profiled" if sample >= rows else f"profiled on a random sample of {sample:,} rows"
+    when = f" at {profile['profiled_at']}" if profile.get("profiled_at") else ""
+    lines = [f"# `{profile['table']}` in source `{source}` ({engine})", ""]
+    lines += [f"{rows:,} rows, {measured}{when}.", ""]
+    lines += [
+        f'Query it with query_database(query=..., source="{source}") in the {_dialect(engine)} dialect.',
+        "",
+        "| column | type | role | nulls | distinct | min | max | top values | key |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for column in profile["columns"]:
+        top = ", ".join(f"{_value(t['value'])} ({t['count']:,})" for t in column["top_values"])
+        key = column.get("key") or ""
+        if column.get("references"):
+            key = f"{key} references {column['references']}".strip()
+        distinct = "" if column["distinct"] is None else f"{column['distinct']:,}"
+        lines.append(
+            f"| {_text(column['name'])} | {column['type']} | {column['role']} | {column['null_share']:.1%} "
+            f"| {distinct} | {_value(column['min'])} | {_value(column['max'])} | {_text(top)} | {_text(key)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _value(value: Any) -> str:
+    return "" if value is None else _text(str(value))[:60]
 
 
 def _dialect(engine: str) -> str:

@@ -103,3 +103,12 @@ CREATE TABLE IF NOT EXISTS mcp_internal.session_archive (
     payload      BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idx_session_archive_owner ON mcp_internal.session_archive (owner_id);
+
+-- Profiles (metadata cards) of the data sources' tables (warehouse/profiles.py), one row per table.
+CREATE TABLE IF NOT EXISTS mcp_internal.source_profiles (
+    source       TEXT NOT NULL,
+    table_name   TEXT NOT NULL,
+    profiled_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    profile      JSONB NOT NULL,
+    PRIMARY KEY (source, table_name)
+);

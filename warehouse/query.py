@@ -215,37 +215,13 @@ async def run_select(
     )
     if label is not None:
         begin += label_statement(label) + ";\n"  # inside the transaction: its rollback takes it back
-    client_timeout = timeout + 5  # backstop if the server-side timeout somehow does not fire
-    shift = 0
     async with contextlib.AsyncExitStack() as stack:
         if conn is None:
             conn = await stack.enter_async_context(db.connection(read=True, query=True))
         assert conn is not None
-        await conn.execute(begin, timeout=client_timeout)
-        try:
-            try:
-                statement = await _prepare(conn, checked.sql, client_timeout)
-                arguments = _coerce_arguments(bound, parameters, statement.get_parameters())
-                attributes = statement.get_attributes()
-                columns = _columns(attributes)
-                bounded = _bounded_statement(checked.sql, attributes, max_bytes)
-                if bounded is not None:
-                    shift = bounded.index(
-                        checked.sql
-                    )  # error positions in the wrapper map back to the agent's
-                    statement = await _prepare(conn, bounded, client_timeout)
-                cursor = await statement.cursor(*arguments, timeout=client_timeout)
-                rows, truncated_by, cut = await _fetch_bounded(
-                    cursor, columns, max_rows, max_bytes, client_timeout, flagged=bounded is not None
-                )
-            except asyncpg.PostgresError as error:
-                if isinstance(error, CONNECTION_ERRORS):
-                    raise
-                raise _mapped(error, bound, timeout, shift) from None
-            except TimeoutError:
-                raise _timed_out(timeout) from None
-        finally:
-            await _roll_back(conn)
+        columns, rows, truncated_by, cut = await fetch_checked(
+            conn, begin, bound, checked.sql, parameters, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes
+        )
     return QueryResult.fetched(
         columns,
         rows,
@@ -257,6 +233,51 @@ async def run_select(
         relations=checked.relations,
         max_bytes=max_bytes,
     )
+
+
+async def fetch_checked(
+    conn: asyncpg.Connection,
+    begin: str,
+    bound: BoundQuery,
+    text: str,
+    parameters: Mapping[str, Any],
+    *,
+    timeout: float,
+    max_rows: int,
+    max_bytes: int | None,
+    tables: Sequence[str] = ANALYTICS_TABLES,
+    schema_uri: str = "schema://database/main",
+) -> tuple[list[Column], list[tuple[Any, ...]], str | None, set[int]]:
+    """Run the guarded `text` on `conn` inside the transaction `begin` opens, always rolled back:
+    columns, at most `max_rows` rows (about `max_bytes` bytes, oversized values cut inside PostgreSQL),
+    why it stopped early and the cut columns' indexes. Connection errors are raised as asyncpg's;
+    others as one-line errors naming `tables` (what the source may read) and `schema_uri`."""
+    client_timeout = timeout + 5  # backstop if the server-side timeout somehow does not fire
+    shift = 0
+    await conn.execute(begin, timeout=client_timeout)
+    try:
+        try:
+            statement = await _prepare(conn, text, client_timeout)
+            arguments = _coerce_arguments(bound, parameters, statement.get_parameters())
+            attributes = statement.get_attributes()
+            columns = _columns(attributes)
+            bounded = _bounded_statement(text, attributes, max_bytes)
+            if bounded is not None:
+                shift = bounded.index(text)  # error positions in the wrapper map back to the agent's
+                statement = await _prepare(conn, bounded, client_timeout)
+            cursor = await statement.cursor(*arguments, timeout=client_timeout)
+            rows, truncated_by, cut = await _fetch_bounded(
+                cursor, columns, max_rows, max_bytes, client_timeout, flagged=bounded is not None
+            )
+        except asyncpg.PostgresError as error:
+            if isinstance(error, CONNECTION_ERRORS):
+                raise
+            raise _mapped(error, bound, timeout, shift, tables=tables, schema_uri=schema_uri) from None
+        except TimeoutError:
+            raise _timed_out(timeout) from None
+    finally:
+        await _roll_back(conn)
+    return columns, rows, truncated_by, cut
 
 
 # Pseudo-types asyncpg has no codec for; a column can still have one (pg_stats.most_common_vals is
@@ -580,7 +601,13 @@ def _timed_out(timeout: float) -> Timeout:
 
 
 def _mapped(
-    error: asyncpg.PostgresError, bound: BoundQuery, timeout: float, shift: int = 0
+    error: asyncpg.PostgresError,
+    bound: BoundQuery,
+    timeout: float,
+    shift: int = 0,
+    *,
+    tables: Sequence[str] = ANALYTICS_TABLES,
+    schema_uri: str = "schema://database/main",
 ) -> AnalyticsError:
     """One line from PostgreSQL's error: the message, where in the agent's text, and PostgreSQL's hint.
 
@@ -595,23 +622,23 @@ def _mapped(
             where = ""
     hint = getattr(error, "hint", None)
     hint_text = f"; hint: {hint.splitlines()[0]}" if hint else ""
-    tables = ", ".join(ANALYTICS_TABLES)
+    main = tables is ANALYTICS_TABLES
+    tables_text = ", ".join(tables) or "(none)"
     if isinstance(error, asyncpg.QueryCanceledError):
         return _timed_out(timeout)
     if isinstance(error, asyncpg.InsufficientPrivilegeError):
-        return Forbidden(
-            f"{message}; queries may read only {tables}, sandbox tables (load_to_table) and the public catalogs"
-        )
+        readable = "sandbox tables (load_to_table) and the public catalogs" if main else "nothing else"
+        return Forbidden(f"{message}; queries may read only {tables_text}, {readable}")
     if isinstance(error, asyncpg.ReadOnlySQLTransactionError):
         return QueryRefused(f"{message}: queries are read-only; {hint_text or 'send a SELECT'}")
     if isinstance(error, asyncpg.UndefinedTableError):
-        return InvalidInput(f"{message}{where}; the tables are {tables}{hint_text}")
+        return InvalidInput(f"{message}{where}; the tables are {tables_text}{hint_text}")
     if isinstance(error, asyncpg.PostgresSyntaxError):
         return InvalidInput(f"syntax error: {message}{where}{hint_text}")
     if isinstance(error, asyncpg.AmbiguousColumnError):
         return InvalidInput(f"{message}{where}; {_qualify_hint(message, bound.sql)}")
     if isinstance(error, (asyncpg.UndefinedColumnError, asyncpg.UndefinedFunctionError)):
-        return InvalidInput(f"{message}{where}{hint_text or '; read schema://database/main for the columns'}")
+        return InvalidInput(f"{message}{where}{hint_text or f'; read {schema_uri} for the columns'}")
     if isinstance(error, asyncpg.DataError):
         return InvalidInput(f"{message}{where}{hint_text}; check the values and casts")
     if isinstance(error, asyncpg.ProgramLimitExceededError):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import AnalyticsError, Forbidden
+from core.errors import AnalyticsError, Forbidden, NotFound
 from mcp_server.app import App
-from mcp_server.auth import ANALYST, EVERYONE, current_identity
+from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
 from resources.schema import render_schema
-from resources.sources import render_source
-from warehouse import catalog
+from resources.sources import render_profile, render_source
+from warehouse import catalog, profiles
 from warehouse.sources import MAIN
 
 MARKDOWN = "text/markdown"
@@ -23,11 +23,13 @@ def register(app: App) -> None:
     async def list_sources() -> dict[str, Any]:
         """The data sources query_database(source=...) can read: engine, description, tables with row estimates."""
         listed = []
+        times = await profiles.profiled_times(runtime.db)
         for source in runtime.sources.registry:
             entry: dict[str, Any] = {
                 "name": source.name,
                 "engine": "postgresql",
                 "description": source.description,
+                "profiled_at": times.get(source.name),
             }
             try:
                 if source.name == MAIN:
@@ -64,3 +66,30 @@ def register(app: App) -> None:
             )
 
         return await cache.page(f"source:{found.name}:{runtime.sources.registry.digest}", render)
+
+    @app.tool(roles=ADMIN, annotations={"readOnlyHint": True, "openWorldHint": False})
+    async def refresh_source(source: str) -> dict[str, Any]:
+        """Profile every table of a data source now (rows, null shares, distinct values, ranges, top
+        values, roles) and answer the profiles; the background keeps them fresh on start and reload."""
+        name, tables = await _profiler().refresh(source)
+        return {"source": name, "tables": tables}
+
+    @app.resource("schema://{source}/{table}", roles=EVERYONE, mime_type=MARKDOWN, name="source_table")
+    async def source_table(source: str, table: str) -> str:
+        """One table of a data source as a metadata card: rows, sample profiled, and per column its type,
+        null share, distinct values, min, max, top values, keys and guessed role."""
+        found = runtime.sources.source(source)
+        if not runtime.sources.has_engine(found.name):
+            raise NotFound(f"the built-in database's tables are at schema://database/main/{table[:60]}")
+        stored = [p for p in await profiles.stored(runtime.db, found.name) if p["table"] == table]
+        if stored:
+            profile = stored[0]
+        else:  # not profiled yet (or added since): measured now, for this table only
+            async with runtime.sources.use(found.name) as engine:
+                profile = await engine.profile(table, profiles.SAMPLE_ROWS)
+        return render_profile(found.name, runtime.sources.engine_now(found.name).kind, profile)
+
+    def _profiler() -> profiles.Profiler:
+        if runtime.profiler is None:
+            runtime.profiler = profiles.Profiler(runtime.db, runtime.sources)
+        return runtime.profiler

@@ -288,10 +288,13 @@ def test_the_limits_are_said_in_one_line_with_the_numbers():
 def test_long_non_ascii_text_costs_no_more_than_ascii_and_is_refused_when_it_would():
     # 2,000 tokens before 20,000 multi-byte characters: pglast alone took 4 s to scan this.
     sql = "SELECT " + ",".join(["1"] * 1_000) + ", '" + "Ω" * 20_000 + "'"
-    started = time.thread_time()
-    with pytest.raises(AnalyticsError, match="non-ASCII characters among") as refused:
-        queries.guard(sql, {})
-    assert (time.thread_time() - started) < 0.1
+    spent = []
+    for _ in range(3):  # the least of three: CPU time, not a stall somebody else caused
+        started = time.thread_time()
+        with pytest.raises(AnalyticsError, match="non-ASCII characters among") as refused:
+            queries.guard(sql, {})
+        spent.append(time.thread_time() - started)
+    assert min(spent) < 0.5  # linear: 3-6 ms on an idle machine; the quadratic scan took 4.4 s
     _one_line_saying_why(str(refused.value))
     # A long non-ASCII literal in a short query is fine, and so are non-ASCII names.
     accepted = queries.guard("SELECT '" + "Ω" * 20_000 + "' AS \"Größe\", 'Zürich' AS city", {})

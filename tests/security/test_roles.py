@@ -30,6 +30,7 @@ EXPECTED_TOOL_ROLES = {
     "session_delete_key": ANALYST,
     "session_rotate_keys": ADMIN,
     "list_sources": EVERYONE,
+    "refresh_source": ADMIN,
 }
 # Tools the contract names: they must exist (the matrix above may list optional extras).
 REQUIRED_TOOLS = {
@@ -48,6 +49,7 @@ EXPECTED_RESOURCE_ROLES = {
     "schema://database/main": ANALYST,
     "schema://database/main/{table}": ANALYST,
     "schema://{source}": EVERYONE,
+    "schema://{source}/{table}": EVERYONE,
     "docs://data_dictionary": ANALYST,
     "templates://analysis/{type}": ANALYST,
     "session://{session_id}": EVERYONE,

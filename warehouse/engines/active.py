@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,15 @@ def build_engine(source: Source) -> Engine:
         from warehouse.engines.duckdb_files import FilesEngine
 
         return FilesEngine(source.name, source.directory, rules=rules)
+    if source.kind == "postgresql":
+        from warehouse.engines.postgres import PostgresEngine
+
+        return PostgresEngine(
+            source.url.get_secret_value(), name=source.name, schemas=source.schemas, rules=rules
+        )
     raise SourceConfigError(
-        f"ANALYTICS_MCP_SOURCES: [sources.{source.name}] postgresql sources other than the built-in "
-        "database are not supported yet; remove it or use a mysql:// or files:// source"
+        f"ANALYTICS_MCP_SOURCES: [sources.{source.name}] has an engine this server does not know; "
+        "use a postgresql://, mysql:// or files:// source"
     )
 
 
@@ -76,6 +82,8 @@ class ActiveSources:
     def __init__(self, registry: Registry, engines: Mapping[str, Engine] | None = None) -> None:
         self._current = _Generation(registry, engines or {})
         self._watcher: asyncio.Task[None] | None = None
+        # Called with the names of the sources a reload started (their profiles are computed anew).
+        self.on_started: Callable[[list[str]], None] | None = None
 
     @classmethod
     async def start(cls, registry: Registry) -> ActiveSources:
@@ -88,6 +96,9 @@ class ActiveSources:
     def source(self, name: str | None) -> Source:
         """The source called `name` (None, `main`, `database`: the built-in one); NotFound names them all."""
         return self.registry.get(name)
+
+    def has_engine(self, name: str) -> bool:
+        return name in self._current.engines
 
     def engine_now(self, name: str) -> Engine:
         """The engine of a non-main source, for a catalog read (no in-flight accounting)."""
@@ -139,6 +150,8 @@ class ActiveSources:
         old.retired = True
         if old.in_flight == 0:
             await old.close()
+        if self.on_started is not None and started:
+            self.on_started(list(started))
 
     def watch(self, path: str | Path, env: Mapping[str, str], *, interval: float = 1.0) -> None:
         """Follow the sources file: an edit that validates replaces the sources within seconds."""

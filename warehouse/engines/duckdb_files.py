@@ -31,6 +31,14 @@ import duckdb
 from core.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout, Unavailable
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.engines.duckdb_guard import validate_select
+from warehouse.profiles import (
+    PROFILE_TIMEOUT,
+    aggregate_sql,
+    read_aggregate,
+    table_profile,
+    top_values_sql,
+    wants_top_values,
+)
 from warehouse.query import MAX_TIMEOUT_SECONDS, Column, QueryResult, _json_bytes, in_guard_thread
 
 _Result = TypeVar("_Result")
@@ -351,6 +359,41 @@ class FilesEngine:
                 cursor.close()
 
         return await (await self._submit(describe))
+
+    async def profile(self, table: str, sample_rows: int) -> dict[str, Any]:
+        """The table's profile: one aggregate over its view (over a reservoir sample of `sample_rows`
+        rows when it has more) and a top-values query per repeating column, interrupted at the timeout."""
+        columns = [(column.name, column.type) for column in await self.columns(table)]
+        name = _identifier(table.lower())
+
+        def measure() -> dict[str, Any]:
+            cursor = self._connection().cursor()
+            timer = threading.Timer(PROFILE_TIMEOUT, cursor.interrupt)
+            timer.start()
+            try:
+                (row_count,) = cursor.execute(f"SELECT count(*) FROM {name}").fetchone() or (0,)
+                relation = name
+                if row_count > sample_rows:
+                    relation = (
+                        f"(SELECT * FROM {name} USING SAMPLE reservoir({int(sample_rows)} ROWS) "
+                        "REPEATABLE (21)) AS amcp_sample"
+                    )
+                row = cursor.execute(aggregate_sql(_identifier, columns, relation)).fetchone()
+                sample_size, stats = read_aggregate(row or (), columns)
+                for column in stats:
+                    if wants_top_values(column):
+                        found = cursor.execute(top_values_sql(_identifier, column.name, relation)).fetchall()
+                        column.top_values = [(value, int(n)) for value, n in found]
+                return table_profile(table.lower(), int(row_count), sample_size, stats)
+            except duckdb.InterruptException:
+                raise _timed_out(PROFILE_TIMEOUT) from None
+            except duckdb.Error as error:
+                raise self._mapped(error) from None
+            finally:
+                timer.cancel()
+                cursor.close()
+
+        return await (await self._submit(measure))
 
     async def data_version(self) -> str | None:
         """The registered files' sizes and modification times, and the directory's data file names."""

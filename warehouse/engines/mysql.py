@@ -28,6 +28,14 @@ from asyncmy.errors import Error as MySQLError
 from core.errors import AnalyticsError, Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.engines.mysql_guard import main_query_start, validate_mysql_select
+from warehouse.profiles import (
+    PROFILE_TIMEOUT,
+    aggregate_sql,
+    read_aggregate,
+    table_profile,
+    top_values_sql,
+    wants_top_values,
+)
 from warehouse.query import MAX_TIMEOUT_SECONDS, Column, QueryResult, in_guard_thread
 from warehouse.query import _json_bytes as json_bytes  # the same byte accounting as PostgreSQL's answers
 
@@ -51,6 +59,15 @@ VERSION_SQL = (
     "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME"
 )
 
+KEYS_SQL = (
+    "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS "
+    "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND COLUMN_KEY IN ('PRI', 'UNI')"
+)
+FOREIGN_KEYS_SQL = (
+    "SELECT COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
+    "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND REFERENCED_TABLE_SCHEMA = %s "
+    "AND REFERENCED_TABLE_NAME IS NOT NULL"
+)
 # Field types of the protocol (asyncmy.constants.FIELD_TYPE) whose values vary in size: measured and cut.
 _VARIABLE_SIZE_TYPES = {15, 16, 245, 247, 248, 249, 250, 251, 252, 253, 254, 255}
 # Field types as the engine-neutral names QueryResult uses (PostgreSQL's, which to_frame reads).
@@ -208,6 +225,56 @@ class MySQLEngine:
         if any(updated is None for _, _, updated in rows):
             return None  # a table whose changes the server does not date: cache with a short TTL
         return hashlib.sha256(repr(rows).encode()).hexdigest()[:32]
+
+    async def profile(self, table: str, sample_rows: int) -> dict[str, Any]:
+        """The table's profile: one aggregate over it (over a random sample of about `sample_rows` rows
+        when it has more) and a top-values query per repeating column, read-only with a timeout."""
+        columns = [(column.name, column.type) for column in await self.columns(table)]
+        name = _quoted(table)
+        try:
+            conn = await self._acquire()
+            reusable = False
+            try:
+                async with conn.cursor() as cursor:
+                    if self.mariadb:
+                        await cursor.execute(f"SET SESSION max_statement_time = {PROFILE_TIMEOUT:.3f}")
+                    else:
+                        await cursor.execute(
+                            f"SET SESSION max_execution_time = {int(PROFILE_TIMEOUT * 1000)}"
+                        )
+                    await cursor.execute("START TRANSACTION READ ONLY")
+                    await cursor.execute(f"SELECT count(*) FROM {name}")
+                    (row_count,) = await cursor.fetchone()
+                    relation = name
+                    if row_count > sample_rows:
+                        fraction = sample_rows / row_count
+                        relation = f"(SELECT * FROM {name} WHERE RAND() < {fraction:.9f}) AS amcp_sample"
+                    await cursor.execute(aggregate_sql(_quoted, columns, relation))
+                    sample_size, stats = read_aggregate(await cursor.fetchone(), columns)
+                    for column in stats:
+                        if wants_top_values(column):
+                            await cursor.execute(top_values_sql(_quoted, column.name, relation))
+                            column.top_values = [(value, int(n)) for value, n in await cursor.fetchall()]
+                    await cursor.execute(KEYS_SQL, (self.database, table))
+                    keys = {str(c): "primary" if k == "PRI" else "unique" for c, k in await cursor.fetchall()}
+                    await cursor.execute(FOREIGN_KEYS_SQL, (self.database, table, self.database))
+                    references = {
+                        str(c): f"{t}.{r}" for c, t, r in await cursor.fetchall() if str(t) in self._allowed
+                    }
+                await conn.rollback()
+                reusable = True
+            finally:
+                if not reusable:
+                    conn.close()
+                self._pool.release(conn)
+        except MySQLError as error:
+            raise _mapped(error, PROFILE_TIMEOUT, self._allowed) from None
+        except OSError as error:
+            raise self._unavailable(error) from None
+        for column in stats:
+            column.key = keys.get(column.name)
+            column.references = references.get(column.name)
+        return table_profile(table, int(row_count), sample_size, stats)
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -372,6 +439,10 @@ def _guard(
     sql: str, parameters: Mapping[str, Any], database: str, allowed: frozenset[str]
 ) -> GuardedStatement:
     return validate_mysql_select(sql, parameters, database=database, allowed=allowed)
+
+
+def _quoted(identifier: str) -> str:
+    return "`" + identifier.replace("`", "``") + "`"
 
 
 def _split(sql: str) -> tuple[str, str]:
