@@ -19,6 +19,7 @@ def render_source(
         lines += [_text(description), ""]
     lines += [
         f'Query it with query_database(query=..., source="{name}") in the {_dialect(engine)} dialect.',
+        f"Each table's profile (null shares, ranges, top values, roles) is at schema://{name}/<table>.",
         "",
     ]
     if not tables:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import functools
 import json
 import logging
 import math
@@ -24,9 +25,11 @@ SAMPLE_ROWS = 100_000  # tables with more rows are profiled on a random sample o
 TOP_VALUES = 5
 PROFILE_TIMEOUT = 60.0  # seconds per statement
 # Types whose columns get distinct counts, min and max (the engine-neutral names of warehouse.query).
+TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "char", "name", "citext"})
 SCALAR_TYPES = frozenset(
     {"bool", "int2", "int4", "int8", "numeric", "float4", "float8", "date", "time", "timestamp"}
-    | {"timestamptz", "text", "uuid", "interval"}
+    | {"timestamptz", "interval"}
+    | TEXT_TYPES
 )
 _NUMBERS = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8"})
 _TIMES = frozenset({"date", "timestamp", "timestamptz"})
@@ -54,15 +57,23 @@ def profiled(column_type: str) -> bool:
     return column_type in SCALAR_TYPES
 
 
-def aggregate_sql(quote: Callable[[str], str], columns: Sequence[tuple[str, str]], relation: str) -> str:
+def aggregate_sql(
+    quote: Callable[[str], str],
+    columns: Sequence[tuple[str, str]],
+    relation: str,
+    *,
+    bool_range: tuple[str, str] = ("min", "max"),
+) -> str:
     """One statement over `relation`: count(*), then per column count, and for scalar types count of
-    distinct values, min and max. Identifiers come from the catalog and are quoted by `quote`."""
+    distinct values, min and max (`bool_range` for booleans: PostgreSQL has no min(boolean)).
+    Identifiers come from the catalog and are quoted by `quote`."""
     outputs = ["count(*)"]
     for name, column_type in columns:
         column = quote(name)
         outputs.append(f"count({column})")
         if profiled(column_type):
-            outputs += [f"count(DISTINCT {column})", f"min({column})", f"max({column})"]
+            low, high = bool_range if column_type == "bool" else ("min", "max")
+            outputs += [f"count(DISTINCT {column})", f"{low}({column})", f"{high}({column})"]
     return f"SELECT {', '.join(outputs)} FROM {relation}"
 
 
@@ -115,7 +126,7 @@ def guess_role(column: ColumnStats, sample_size: int) -> str:
         return "identifier"
     if column.type in _NUMBERS:
         return "amount"
-    if column.type == "text":
+    if column.type in TEXT_TYPES:
         if distinct is not None and (distinct <= 50 or distinct <= 0.05 * max(column.non_null, 1)):
             return "category"
         if unique and _short(column):
@@ -132,7 +143,7 @@ def _is_flag(column: ColumnStats) -> bool:
         return False
     if column.type in ("int2", "int4", "int8"):
         return _zero_one(column)
-    if column.type == "text":
+    if column.type in TEXT_TYPES:
         values = {str(column.min).lower(), str(column.max).lower()}
         return values <= _YES_NO or column.name.lower().startswith(("is_", "has_"))
     return False
@@ -254,7 +265,7 @@ class Profiler:
                 running.cancel()
             task = asyncio.create_task(self._background(name), name=f"profile-{name}")
             self._tasks[name] = task
-            task.add_done_callback(lambda done, name=name: self._forget(name, done))
+            task.add_done_callback(functools.partial(self._forget, name))
 
     def _forget(self, name: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(name) is task:

@@ -220,7 +220,14 @@ async def run_select(
             conn = await stack.enter_async_context(db.connection(read=True, query=True))
         assert conn is not None
         columns, rows, truncated_by, cut = await fetch_checked(
-            conn, begin, bound, checked.sql, parameters, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes
+            conn,
+            begin,
+            bound,
+            checked.sql,
+            parameters,
+            timeout=timeout,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
         )
     return QueryResult.fetched(
         columns,

@@ -122,11 +122,13 @@ async def _query(client: Client, query: str, **arguments: Any) -> dict[str, Any]
 async def test_list_sources_shows_the_postgresql_source_with_only_its_allowed_tables(sourced) -> None:
     async with _client(sourced, "viewer") as client:
         result = await client.call_tool("list_sources", {})
+        schema = (await client.read_resource("schema://warehouse"))[0].text
     sources = {source["name"]: source for source in result.structured_content["sources"]}
     warehouse = sources["warehouse"]
     assert warehouse["engine"] == "postgresql" and warehouse["description"] == "Sales warehouse"
     assert [t["name"] for t in warehouse["tables"]] == ["customers", "orders", "reporting.monthly"]
     assert PASSWORD not in str(result.structured_content)
+    assert "customer_id" in schema and "month" in schema and "salary" not in schema and "body" not in schema
 
 
 async def test_query_database_on_the_source_answers_as_plain_sql_does(sourced, warehouse_url: str) -> None:
@@ -243,3 +245,12 @@ async def test_a_member_of_a_predefined_role_is_refused_at_start(warehouse_url: 
             await engine.start()
     finally:
         await _admin_fetch(warehouse_url, f"DROP ROLE {role}")
+
+
+async def test_a_slow_query_is_cancelled_at_its_timeout_in_one_line(sourced) -> None:
+    async with _client(sourced) as client:
+        text = await refusal(
+            client, "query_database", query="SELECT pg_sleep(5)", source="warehouse", timeout=0.5
+        )
+        still = await _query(client, "SELECT count(*) AS n FROM customers")
+    assert "timeout" in text and still["rows"] == [{"n": 3}]

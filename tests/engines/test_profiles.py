@@ -1,5 +1,5 @@
-"""Profiles (metadata cards) of the sources' tables: their figures equal plain SQL's (MariaDB) and
-pandas' (files), large tables are sampled and say so, and they reach the agent through MCP."""
+"""Profiles (metadata cards) of the sources' tables: their figures equal plain SQL's (MariaDB,
+PostgreSQL) and pandas' (files), large tables are sampled and say so, and they reach the agent through MCP."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncmy
+import asyncpg
 import pandas as pd
 import pytest
 from fastmcp import Client
@@ -19,6 +21,7 @@ from tests.conftest import app_for
 from tests.support import refusal
 from warehouse.engines.duckdb_files import FilesEngine
 from warehouse.engines.mysql import MySQLEngine
+from warehouse.engines.postgres import PostgresEngine
 from warehouse.profiles import ColumnStats, guess_role
 
 HOST, PORT = "127.0.0.1", 3306
@@ -183,6 +186,83 @@ async def test_a_large_file_is_profiled_on_a_sample_whose_size_is_stated(files, 
     assert _columns(profile)["kind"]["distinct"] == 4
 
 
+PG_READER = f"amcp_prof_pg_{SUFFIX}"
+PG_SETUP = [
+    "CREATE SCHEMA sales",
+    "CREATE TABLE sales.customers (id int PRIMARY KEY, region varchar(10), vip boolean, joined date)",
+    "CREATE TABLE sales.orders (id int PRIMARY KEY, customer_id int REFERENCES sales.customers, "
+    "amount numeric(10,2), placed timestamptz)",
+    "INSERT INTO sales.customers VALUES (1,'north',true,'2024-01-02'),(2,'south',false,NULL),"
+    "(3,NULL,NULL,'2023-11-30'),(4,'north',true,'2024-05-01')",
+    "INSERT INTO sales.orders SELECT g, 1 + g % 4, CASE WHEN g % 5 = 0 THEN NULL ELSE g * 1.25 END, "
+    "timestamptz '2024-01-01 00:00+00' + g * interval '1 hour' FROM generate_series(1, 4000) AS g",
+    f"CREATE ROLE {PG_READER} LOGIN PASSWORD '{PASSWORD}'",
+    f"GRANT USAGE ON SCHEMA sales TO {PG_READER}",
+    f"GRANT SELECT ON ALL TABLES IN SCHEMA sales TO {PG_READER}",
+]
+
+
+@pytest.fixture(scope="module")
+async def postgres_source(create_database: Callable[[], Any]) -> AsyncIterator[tuple[PostgresEngine, str]]:
+    """A second PostgreSQL database (its admin URL) and a source engine logged in as a SELECT-only role."""
+    url = await create_database()
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in PG_SETUP:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    parts = urlsplit(url)
+    reader = urlunsplit(
+        parts._replace(netloc=f"{PG_READER}:{PASSWORD}@{parts.hostname}:{parts.port or 5432}")
+    )
+    engine = PostgresEngine(reader, name="finance", schemas=("sales",))
+    await engine.start()
+    try:
+        yield engine, url
+    finally:
+        await engine.close()
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f"DROP OWNED BY {PG_READER}")
+            await conn.execute(f"DROP ROLE IF EXISTS {PG_READER}")
+        finally:
+            await conn.close()
+
+
+async def test_a_postgres_profile_has_the_row_count_null_shares_and_ranges_plain_sql_computes(
+    postgres_source,
+) -> None:
+    engine, url = postgres_source
+    conn = await asyncpg.connect(url)
+    try:
+        expected = await conn.fetchrow(
+            "SELECT count(*) AS n, count(*) FILTER (WHERE region IS NULL) AS region_nulls, "
+            "count(*) FILTER (WHERE joined IS NULL) AS joined_nulls, min(joined) AS low, max(joined) AS high, "
+            "min(region) AS first, max(region) AS last FROM sales.customers"
+        )
+        orders = await conn.fetchrow("SELECT count(*) AS n FROM sales.orders")
+    finally:
+        await conn.close()
+    profile = await engine.profile("customers", 100_000)
+    columns = _columns(profile)
+    assert profile["row_count"] == expected["n"] == profile["sample_size"]
+    assert columns["region"]["null_share"] == pytest.approx(expected["region_nulls"] / expected["n"])
+    assert columns["joined"]["null_share"] == pytest.approx(expected["joined_nulls"] / expected["n"])
+    assert (columns["joined"]["min"], columns["joined"]["max"]) == (
+        expected["low"].isoformat(),
+        expected["high"].isoformat(),
+    )
+    assert (columns["region"]["min"], columns["region"]["max"]) == (expected["first"], expected["last"])
+    assert (columns["vip"]["min"], columns["vip"]["max"], columns["vip"]["role"]) == (False, True, "flag")
+    assert columns["id"]["key"] == "primary" and columns["region"]["role"] == "category"
+    sampled = await engine.profile("orders", 1_000)
+    assert sampled["row_count"] == orders["n"] == 4000
+    assert sampled["sampled"] is True and 500 < sampled["sample_size"] < 1_500
+    assert _columns(sampled)["customer_id"]["references"] == "customers.id"
+    assert _columns(sampled)["amount"]["null_share"] == pytest.approx(0.2, abs=0.08)
+
+
 def test_roles_are_guessed_from_type_name_and_figures() -> None:
     assert guess_role(ColumnStats("is_vip", "bool", 10, 2, False, True), 10) == "flag"
     assert guess_role(ColumnStats("churned", "int4", 10, 2, 0, 1), 10) == "flag"
@@ -253,3 +333,26 @@ async def test_the_table_resource_shows_the_profile_as_markdown(sourced) -> None
     assert "| id | int4 | identifier | 0.0% | 5 | 1 | 5 |  | primary |" in shop
     assert "| fee | float8 | amount | 33.3% |" in plans
     assert "3,000 rows, all profiled" in many  # under the default sample size
+
+
+async def test_a_source_added_to_the_toml_is_profiled_without_a_restart(
+    mariadb: None, folder: Path, tmp_path: Path, make_runtime: Callable[..., Any]
+) -> None:
+    toml = tmp_path / "sources.toml"
+    toml.write_text(f'[sources.exports]\nurl = "files://{folder}"\n')
+    async with make_runtime(customers=None, sources_path=toml, sources_env={"SHOP_PASSWORD": PASSWORD}) as rt:
+        toml.write_text(
+            toml.read_text()
+            + f'[sources.shop]\nurl = "mysql://{READER}:${{SHOP_PASSWORD}}@{HOST}:{PORT}/{DATABASE}"\n'
+        )
+        async with _client(rt, "viewer") as client:
+            times: dict[str, Any] = {}
+            for _ in range(150):
+                result = await client.call_tool("list_sources", {})
+                times = {s["name"]: s["profiled_at"] for s in result.structured_content["sources"]}
+                if times.get("shop"):
+                    break
+                await asyncio.sleep(0.1)
+            card = (await client.read_resource("schema://shop/big"))[0].text
+    assert times.get("shop"), times
+    assert "5,000 rows, all profiled" in card

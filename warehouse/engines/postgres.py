@@ -21,10 +21,18 @@ from typing import Any
 import asyncpg
 from pglast import ast, parse_sql
 
-from core.errors import Forbidden, InvalidInput, QueryRefused, Unavailable
+from core.errors import Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
 from warehouse import sql as named_sql
 from warehouse.db import CONNECTION_ERRORS
 from warehouse.engines import GuardedStatement, RelationRules, Table
+from warehouse.profiles import (
+    PROFILE_TIMEOUT,
+    aggregate_sql,
+    read_aggregate,
+    table_profile,
+    top_values_sql,
+    wants_top_values,
+)
 from warehouse.query import (
     IDLE_GRACE_SECONDS,
     MAX_TIMEOUT_SECONDS,
@@ -54,6 +62,24 @@ LEFT JOIN pg_catalog.pg_type AS e ON e.oid = t.typelem
 WHERE a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass
   AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
+"""
+
+KEYS_SQL = """
+SELECT a.attname::text AS name, CASE WHEN i.indisprimary THEN 'primary' ELSE 'unique' END AS key
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND i.indisunique AND i.indnatts = 1
+ORDER BY i.indisprimary
+"""
+FOREIGN_KEYS_SQL = """
+SELECT a.attname::text AS name, rn.nspname::text AS schema, rc.relname::text AS tbl, ra.attname::text AS col
+FROM pg_catalog.pg_constraint AS c
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+JOIN pg_catalog.pg_class AS rc ON rc.oid = c.confrelid
+JOIN pg_catalog.pg_namespace AS rn ON rn.oid = rc.relnamespace
+JOIN pg_catalog.pg_attribute AS ra ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]
+WHERE c.contype = 'f' AND cardinality(c.conkey) = 1
+  AND c.conrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass
 """
 
 
@@ -201,6 +227,52 @@ class PostgresEngine:
 
     async def data_version(self) -> str | None:
         return None  # PostgreSQL dates no table's last change: answers are not cached
+
+    async def profile(self, table: str, sample_rows: int) -> dict[str, Any]:
+        """The table's profile: one aggregate over it (over a random sample of about `sample_rows` rows
+        when it has more) and a top-values query per repeating column, in a READ ONLY transaction with
+        a statement timeout, rolled back."""
+        columns = [(column.name, column.type) for column in await self.columns(table)]
+        schema, _, name = table.rpartition(".")
+        key = (schema or self._catalog.resolves.get(name, ""), name)
+        relation = f"{_quoted(key[0])}.{_quoted(key[1])}"
+        try:
+            async with self._connection() as conn:
+                await conn.execute(self._begin(PROFILE_TIMEOUT))
+                try:
+                    row_count = int(await conn.fetchval(f"SELECT count(*) FROM {relation}"))
+                    measured = relation
+                    if row_count > sample_rows:
+                        fraction = sample_rows / row_count
+                        measured = (
+                            f"(SELECT * FROM {relation} WHERE random() < {fraction:.9f}) AS amcp_sample"
+                        )
+                    row = await conn.fetchrow(
+                        aggregate_sql(_quoted, columns, measured, bool_range=("bool_and", "bool_or"))
+                    )
+                    sample_size, stats = read_aggregate(tuple(row), columns)
+                    for column in stats:
+                        if wants_top_values(column):
+                            found = await conn.fetch(top_values_sql(_quoted, column.name, measured))
+                            column.top_values = [(found_row[0], int(found_row[1])) for found_row in found]
+                    keys = {row["name"]: row["key"] for row in await conn.fetch(KEYS_SQL, *key)}
+                    references = {
+                        row["name"]: f"{self._catalog.display(row['schema'], row['tbl'])}.{row['col']}"
+                        for row in await conn.fetch(FOREIGN_KEYS_SQL, *key)
+                        if (row["schema"], row["tbl"]) in self._catalog.allowed
+                    }
+                finally:
+                    await conn.execute("ROLLBACK")
+        except asyncpg.QueryCanceledError:
+            raise Timeout(
+                f"profiling '{table}' took longer than {PROFILE_TIMEOUT:g} s; it is retried on refresh_source"
+            ) from None
+        except (asyncpg.PostgresError, *CONNECTION_ERRORS) as error:
+            raise self._unavailable(error) from None
+        for column in stats:
+            column.key = keys.get(column.name)
+            column.references = references.get(column.name)
+        return table_profile(table, row_count, sample_size, stats)
 
     # --- queries --------------------------------------------------------------------------------
 
