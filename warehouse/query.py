@@ -185,6 +185,12 @@ def _guard(query: str, parameters: Mapping[str, Any]) -> GuardedQuery:
     return GuardedQuery(query, bound, checked, query_hash(query))
 
 
+def check_timeout(timeout: float) -> None:
+    """Every engine's query timeout: more than 0, at most MAX_TIMEOUT_SECONDS."""
+    if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+        raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT_SECONDS} seconds")
+
+
 async def run_select(
     db: Database,
     query: str | GuardedQuery,
@@ -204,8 +210,7 @@ async def run_select(
     """
     started = time.perf_counter()
     parameters = dict(parameters or {})
-    if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-        raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT_SECONDS} seconds")
+    check_timeout(timeout)
     guarded = query if isinstance(query, GuardedQuery) else await guard_in_thread(query, parameters)
     bound, checked = guarded.bound, guarded.checked
     statement_timeout_ms = max(1, int(timeout * 1000))

@@ -39,7 +39,14 @@ from warehouse.profiles import (
     top_values_sql,
     wants_top_values,
 )
-from warehouse.query import MAX_TIMEOUT_SECONDS, Column, QueryResult, _json_bytes, in_guard_thread
+from warehouse.query import (
+    MAX_TIMEOUT_SECONDS,
+    Column,
+    QueryResult,
+    _json_bytes,
+    check_timeout,
+    in_guard_thread,
+)
 
 _Result = TypeVar("_Result")
 # How each kind of file becomes a view (the path is bound as a literal by the server, never by an agent).
@@ -221,8 +228,7 @@ class FilesEngine:
         max_rows: int,
         max_bytes: int,
     ) -> QueryResult:
-        if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-            raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT_SECONDS} seconds")
+        check_timeout(timeout)
         missing = [name for name in statement.names if name not in parameters]
         if missing:
             raise InvalidInput(f"parameters {', '.join(missing)} have no value; pass them in parameters")

@@ -36,7 +36,7 @@ from warehouse.profiles import (
     top_values_sql,
     wants_top_values,
 )
-from warehouse.query import MAX_TIMEOUT_SECONDS, Column, QueryResult, in_guard_thread
+from warehouse.query import MAX_TIMEOUT_SECONDS, Column, QueryResult, check_timeout, in_guard_thread
 from warehouse.query import _json_bytes as json_bytes  # the same byte accounting as PostgreSQL's answers
 
 # Quotes and backslashes as the guard reads them: no ANSI_QUOTES, no NO_BACKSLASH_ESCAPES, no
@@ -292,8 +292,7 @@ class MySQLEngine:
     ) -> QueryResult:
         """Run a guarded SELECT read-only; at most `max_rows` rows and about `max_bytes` bytes come back."""
         started = time.perf_counter()
-        if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-            raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT_SECONDS} seconds")
+        check_timeout(timeout)
         arguments = tuple(_argument(name, parameters[name]) for name in statement.names) or None
         conn = await self._acquire()
         reusable = False

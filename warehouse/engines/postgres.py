@@ -35,9 +35,9 @@ from warehouse.profiles import (
 )
 from warehouse.query import (
     IDLE_GRACE_SECONDS,
-    MAX_TIMEOUT_SECONDS,
     Column,
     QueryResult,
+    check_timeout,
     fetch_checked,
     in_guard_thread,
     query_hash,
@@ -292,8 +292,7 @@ class PostgresEngine:
     ) -> QueryResult:
         """Run a guarded SELECT read-only; at most `max_rows` rows and about `max_bytes` bytes come back."""
         started = time.perf_counter()
-        if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-            raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT_SECONDS} seconds")
+        check_timeout(timeout)
         bound = statement.bound if isinstance(statement, PostgresStatement) else None
         if bound is None:  # not ours: guard it again rather than trust it
             statement = await self.guarded(statement.sql, parameters)
