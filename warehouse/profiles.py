@@ -12,12 +12,12 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from warehouse.db import Database
-    from warehouse.engines.active import ActiveSources
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +245,25 @@ async def profile_tables(engine: Any, *, sample_rows: int = SAMPLE_ROWS) -> list
     return [await engine.profile(table.name, sample_rows) for table in await engine.tables()]
 
 
+class Sources(Protocol):
+    """What the profiler needs of the running sources (warehouse.engines.active.ActiveSources, which
+    imports the engines that import this module: named by its shape, not imported)."""
+
+    @property
+    def registry(self) -> Any: ...
+
+    def source(self, name: str | None) -> Any: ...
+
+    def has_engine(self, name: str) -> bool: ...
+
+    def use(self, name: str) -> AbstractAsyncContextManager[Any]: ...
+
+
 class Profiler:
     """Profiles sources in the background (on start and when the sources file adds or changes one) and
     on demand; a profile run holds one of the source's connections, never a query's lock."""
 
-    def __init__(self, db: Database, sources: ActiveSources, *, sample_rows: int = SAMPLE_ROWS) -> None:
+    def __init__(self, db: Database, sources: Sources, *, sample_rows: int = SAMPLE_ROWS) -> None:
         self.db = db
         self.sources = sources
         self.sample_rows = sample_rows

@@ -80,7 +80,10 @@ def register(app: App) -> None:
         null share, distinct values, min, max, top values, keys and guessed role."""
         found = runtime.sources.source(source)
         if not runtime.sources.has_engine(found.name):
-            raise NotFound(f"the built-in database's tables are at schema://database/main/{table[:60]}")
+            raise NotFound(
+                f"no resource 'schema://{source[:40]}/{table[:60]}'; the built-in database's tables are at "
+                "schema://database/main/{table}"
+            )
         stored = [p for p in await profiles.stored(runtime.db, found.name) if p["table"] == table]
         if stored:
             profile = stored[0]
