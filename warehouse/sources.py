@@ -40,7 +40,12 @@ _SCHEMES: dict[str, Kind] = {
     "mariadb": "mysql",
     "files": "files",
 }
-_KEYS = frozenset({"url", "description", "tables", "exclude", "schemas", "model", "write_url"})
+_KEYS = frozenset(
+    {"url", "description", "tables", "exclude", "schemas", "model", "write_url", "max_concurrent"}
+)
+# Queries one source runs at once (`max_concurrent`); its connection pool is sized from it.
+DEFAULT_MAX_CONCURRENT = 4
+MOST_CONCURRENT = 64
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # One glob part: letters, digits, _ $ - and the glob characters * ? [ ] ! (no dots, spaces or quotes).
@@ -85,6 +90,7 @@ class Source(BaseModel):
     schemas: tuple[str, ...] = ()  # postgresql: the schemas read, first is the default; mysql: its database
     model: str | None = None  # the model that writes descriptions for this source (a later issue)
     write_url: SecretStr | None = None
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT  # queries in flight at once; more wait, then are refused
 
     @property
     def scheme(self) -> str:
@@ -343,6 +349,16 @@ def _source(name: str, entry: Any, env: Mapping[str, str], base: Path) -> Source
     else:
         schemas = ()
 
+    max_concurrent = entry.get("max_concurrent", DEFAULT_MAX_CONCURRENT)
+    if (
+        not isinstance(max_concurrent, int)
+        or isinstance(max_concurrent, bool)
+        or not 1 <= max_concurrent <= MOST_CONCURRENT
+    ):
+        raise fail(
+            f"max_concurrent must be a whole number from 1 to {MOST_CONCURRENT}, e.g. max_concurrent = 8"
+        )
+
     model = text("model")
     return Source(
         name=name,
@@ -355,6 +371,7 @@ def _source(name: str, entry: Any, env: Mapping[str, str], base: Path) -> Source
         schemas=schemas,
         model=model.strip() if model else None,
         write_url=SecretStr(write_url) if write_url else None,
+        max_concurrent=max_concurrent,
     )
 
 

@@ -56,6 +56,7 @@ class RelationRules:
 
 class Engine(Protocol):
     kind: str  # "mysql" | "duckdb" | "postgresql"
+    pool_size: int  # statements it runs at once: its connections (or worker threads) at most
 
     async def start(self) -> None: ...
 

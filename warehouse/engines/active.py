@@ -1,5 +1,6 @@
 """The running engines of the registered sources: one per source other than the built-in `main`,
-swapped whole when the sources file changes, old engines closed once their in-flight queries end."""
+swapped whole when the sources file changes, old engines closed once their in-flight queries end.
+Each source runs at most its `max_concurrent` queries at once, so a slow source never starves another."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import NotFound
+from core.errors import NotFound, RateLimited
 from warehouse.engines import Engine, GuardedStatement, RelationRules
 from warehouse.query import QueryResult
 from warehouse.shares import Shares, current_owner
@@ -18,23 +20,34 @@ from warehouse.sources import MAIN, Registry, Source, SourceConfigError, watch
 
 log = logging.getLogger(__name__)
 
+# How long a query waits for a slot on a source already running its `max_concurrent` queries.
+SLOT_WAIT_SECONDS = 5.0
+# Connections (DuckDB: worker threads) an engine has beyond its source's `max_concurrent`: catalog reads
+# (list_sources, schema://) and stopping a timed-out query do not queue behind a full source.
+SPARE_CONNECTIONS = 1
+
 
 def build_engine(source: Source) -> Engine:
-    """The engine of one non-main source (not started)."""
+    """The engine of one non-main source (not started), its pool sized to the source's limit."""
     rules = RelationRules(source.tables, source.exclude)
+    size = source.max_concurrent + SPARE_CONNECTIONS
     if source.kind == "mysql":
         from warehouse.engines.mysql import MySQLEngine
 
-        return MySQLEngine(source.url.get_secret_value(), name=source.name, rules=rules)
+        return MySQLEngine(source.url.get_secret_value(), name=source.name, rules=rules, pool_size=size)
     if source.kind == "files":
         from warehouse.engines.duckdb_files import FilesEngine
 
-        return FilesEngine(source.name, source.directory, rules=rules)
+        return FilesEngine(source.name, source.directory, rules=rules, concurrency=size)
     if source.kind == "postgresql":
         from warehouse.engines.postgres import PostgresEngine
 
         return PostgresEngine(
-            source.url.get_secret_value(), name=source.name, schemas=source.schemas, rules=rules
+            source.url.get_secret_value(),
+            name=source.name,
+            schemas=source.schemas,
+            rules=rules,
+            pool_size=size,
         )
     raise SourceConfigError(
         f"ANALYTICS_MCP_SOURCES: [sources.{source.name}] has an engine this server does not know; "
@@ -42,12 +55,32 @@ def build_engine(source: Source) -> Engine:
     )
 
 
+@dataclass(frozen=True)
+class _Slots:
+    """The queries one source may run at once: its `max_concurrent`, never more than its engine's pool."""
+
+    limit: int
+    semaphore: asyncio.Semaphore
+
+    @classmethod
+    def of(cls, source: Source, engine: Engine) -> _Slots:
+        limit = max(1, min(source.max_concurrent, engine.pool_size))
+        return cls(limit, asyncio.Semaphore(limit))
+
+
 class _Generation:
     """One registry and its engines; closed when replaced and no query still uses it."""
 
-    def __init__(self, registry: Registry, engines: Mapping[str, Engine]) -> None:
+    def __init__(
+        self, registry: Registry, engines: Mapping[str, Engine], slots: Mapping[str, _Slots] | None = None
+    ) -> None:
         self.registry = registry
         self.engines = dict(engines)
+        # A kept engine keeps its slots (and the queries holding them); a new engine gets its own.
+        self.slots = {
+            name: (slots or {}).get(name) or _Slots.of(registry.get(name), engine)
+            for name, engine in self.engines.items()
+        }
         self.in_flight = 0
         self.retired = False
 
@@ -79,8 +112,15 @@ async def start_engines(registry: Registry) -> dict[str, Engine]:
 class ActiveSources:
     """The current registry and its started engines; `use` hands out an engine for one query."""
 
-    def __init__(self, registry: Registry, engines: Mapping[str, Engine] | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        engines: Mapping[str, Engine] | None = None,
+        *,
+        wait_seconds: float = SLOT_WAIT_SECONDS,
+    ) -> None:
         self._current = _Generation(registry, engines or {})
+        self.wait_seconds = wait_seconds  # for a slot on a source running its max_concurrent queries
         self._watcher: asyncio.Task[None] | None = None
         # Called with the names of the sources a reload started (their profiles are computed anew).
         self.on_started: Callable[[list[str]], None] | None = None
@@ -109,14 +149,30 @@ class ActiveSources:
 
     @contextlib.asynccontextmanager
     async def use(self, name: str) -> AsyncIterator[Engine]:
-        """The engine of source `name` for one query: a reload meanwhile closes it only after this ends."""
+        """The engine of source `name` for one query, holding one of the source's `max_concurrent` slots:
+        waits up to `wait_seconds` for one, then refuses in one line. A reload meanwhile closes the
+        engine only after this ends."""
         generation = self._current
-        engine = generation.engines.get(generation.registry.get(name).name)
+        source = generation.registry.get(name)
+        engine = generation.engines.get(source.name)
         if engine is None:
             raise NotFound(f"source '{name}' has no engine; sources: {', '.join(generation.registry.names)}")
-        generation.in_flight += 1
+        slots = generation.slots[source.name]
+        generation.in_flight += 1  # counted while waiting too: a reload must not close the engine under it
         try:
-            yield engine
+            try:
+                async with asyncio.timeout(self.wait_seconds):
+                    await slots.semaphore.acquire()
+            except TimeoutError:
+                raise RateLimited(
+                    f"source '{source.name}' already runs {slots.limit} queries (max_concurrent); "
+                    "retry shortly",
+                    retry_after=1,
+                ) from None
+            try:
+                yield engine
+            finally:
+                slots.semaphore.release()
         finally:
             generation.in_flight -= 1
             if generation.retired and generation.in_flight == 0:
@@ -144,7 +200,7 @@ class ActiveSources:
                 await engine.close()
             log.warning("sources not reloaded, keeping the current ones: %s", str(error).splitlines()[0])
             return
-        self._current = _Generation(registry, {**kept, **started})
+        self._current = _Generation(registry, {**kept, **started}, {name: old.slots[name] for name in kept})
         retiring = _Generation(old.registry, {n: e for n, e in old.engines.items() if n not in kept})
         old.engines = retiring.engines  # in-flight queries of the old generation release these
         old.retired = True

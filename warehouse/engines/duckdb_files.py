@@ -126,6 +126,7 @@ class FilesEngine:
         self.files: dict[str, Path] = {}  # table name -> file
         self._database: duckdb.DuckDBPyConnection | None = None
         # Queries to this source run side by side on at most `concurrency` threads.
+        self.pool_size = concurrency
         self._workers = ThreadPoolExecutor(concurrency, thread_name_prefix=f"duckdb-{name}")
         self._slots = asyncio.Semaphore(concurrency)
         self._lock = threading.Lock()

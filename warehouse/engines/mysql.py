@@ -43,6 +43,7 @@ from warehouse.query import _json_bytes as json_bytes  # the same byte accountin
 # PIPES_AS_CONCAT, whatever the server's default is.
 SQL_MODE = "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY"
 BACKSTOP_SECONDS = 5  # past the server-side timeout, the client kills the query itself
+ACQUIRE_SECONDS = 10  # how long a query waits for a pooled connection before it is refused
 _FETCH_ROWS = 500
 _RESULT = "amcp_result"  # the wrapper's name for the agent's result (a CTE)
 
@@ -144,7 +145,7 @@ class MySQLEngine:
             "password": unquote(parts.password or ""),
             "db": self.database,
         }
-        self._pool_size = pool_size
+        self.pool_size = pool_size  # connections at most
         self._pool: Any = None
         self.mariadb = True
         self._allowed: frozenset[str] = frozenset()
@@ -156,7 +157,7 @@ class MySQLEngine:
         try:
             self._pool = await asyncmy.create_pool(
                 minsize=1,
-                maxsize=self._pool_size,
+                maxsize=self.pool_size,
                 charset="utf8mb4",
                 init_command=f"SET SESSION sql_mode = '{SQL_MODE}'",
                 autocommit=True,  # every query opens its own READ ONLY transaction
@@ -384,8 +385,14 @@ class MySQLEngine:
         if self._pool is None:
             raise Unavailable(f"source '{self.name}' is not started; retry in a moment")
         try:
-            conn = await self._pool.acquire()
-        except (MySQLError, OSError, TimeoutError) as error:
+            async with asyncio.timeout(ACQUIRE_SECONDS):
+                conn = await self._pool.acquire()
+        except TimeoutError:
+            raise Unavailable(
+                f"source '{self.name}' has no free connection after {ACQUIRE_SECONDS} s "
+                f"(all {self.pool_size} in use); retry shortly"
+            ) from None
+        except (MySQLError, OSError) as error:
             raise self._unavailable(error) from None
         if conn.thread_id() not in self._single_statement:
             try:
@@ -400,8 +407,8 @@ class MySQLEngine:
     async def _kill(self, conn: Any) -> None:
         """Stop the query the server is still running for `conn` (an account may kill its own)."""
         with contextlib.suppress(MySQLError, OSError, TimeoutError, AnalyticsError):
-            async with self._pool.acquire() as other, other.cursor() as cursor:
-                await asyncio.wait_for(cursor.execute(f"KILL QUERY {int(conn.thread_id())}"), 5)
+            async with asyncio.timeout(5), self._pool.acquire() as other, other.cursor() as cursor:
+                await cursor.execute(f"KILL QUERY {int(conn.thread_id())}")
 
     def _unavailable(self, error: BaseException) -> Unavailable:
         code = error.args[0] if isinstance(error, MySQLError) and error.args else type(error).__name__

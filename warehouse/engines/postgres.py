@@ -131,7 +131,7 @@ class PostgresEngine:
         self.schemas = tuple(schemas) or ("public",)
         self.rules = rules or RelationRules()
         self._url = url
-        self._pool_size = pool_size
+        self.pool_size = pool_size  # connections at most
         self._pool: asyncpg.Pool | None = None
         self.policy = FunctionPolicy()
         self.role = ""
@@ -146,7 +146,7 @@ class PostgresEngine:
             self._pool = await asyncpg.create_pool(
                 self._url,
                 min_size=1,
-                max_size=self._pool_size,
+                max_size=self.pool_size,
                 timeout=10,
                 command_timeout=60,
                 server_settings={"default_transaction_read_only": "on", "application_name": "analytics-mcp"},
