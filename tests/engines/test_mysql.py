@@ -16,6 +16,7 @@ import asyncmy.errors
 import pytest
 
 from core.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout
+from tests.engines.mariadb import root, scratch
 from warehouse.engines import GuardedStatement, RelationRules
 from warehouse.engines.mysql import MySQLEngine
 
@@ -60,8 +61,7 @@ TEARDOWN = [
 ]
 
 
-async def _root(database: str | None = None) -> Any:
-    return await asyncmy.connect(host=HOST, port=PORT, user="root", password="", db=database, autocommit=True)
+_root = root
 
 
 async def _fetch(sql: str, arguments: Any = None) -> list[tuple[Any, ...]]:
@@ -77,18 +77,10 @@ async def _fetch(sql: str, arguments: Any = None) -> list[tuple[Any, ...]]:
 
 @pytest.fixture(scope="module")
 async def mariadb() -> AsyncIterator[None]:
-    conn = await _root()
     try:
-        async with conn.cursor() as cursor:
-            try:
-                for statement in SETUP:
-                    await cursor.execute(statement)
-                yield
-            finally:
-                for statement in TEARDOWN:
-                    await cursor.execute(statement)
+        async with scratch(SETUP, TEARDOWN):
+            yield
     finally:
-        conn.close()
         if os.path.exists(OUTFILE):
             os.remove(OUTFILE)
 

@@ -18,6 +18,7 @@ from fastmcp import Client
 
 from mcp_server.runtime import Runtime
 from tests.conftest import app_for
+from tests.engines.mariadb import scratch
 from tests.support import refusal
 from warehouse.engines.duckdb_files import FilesEngine
 from warehouse.engines.mysql import MySQLEngine
@@ -63,18 +64,8 @@ async def _root_fetch(sql: str) -> list[tuple[Any, ...]]:
 
 @pytest.fixture(scope="module")
 async def mariadb() -> AsyncIterator[None]:
-    conn = await asyncmy.connect(host=HOST, port=PORT, user="root", password="", autocommit=True)
-    try:
-        async with conn.cursor() as cursor:
-            try:
-                for statement in SETUP:
-                    await cursor.execute(statement)
-                yield
-            finally:
-                for statement in TEARDOWN:
-                    await cursor.execute(statement)
-    finally:
-        conn.close()
+    async with scratch(SETUP, TEARDOWN):
+        yield
 
 
 @pytest.fixture(scope="module")

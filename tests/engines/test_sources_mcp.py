@@ -18,6 +18,7 @@ from fastmcp import Client
 
 from mcp_server.runtime import Runtime
 from tests.conftest import app_for
+from tests.engines.mariadb import scratch
 from tests.support import refusal
 from warehouse.demo_exports import FILES, demo_frames, with_demo_exports
 from warehouse.engines.duckdb_files import FilesEngine
@@ -62,18 +63,8 @@ def _toml(folder: Path, *, extra: str = "") -> str:
 
 @pytest.fixture(scope="module")
 async def mariadb() -> AsyncIterator[None]:
-    conn = await asyncmy.connect(host=HOST, port=PORT, user="root", password="", autocommit=True)
-    try:
-        async with conn.cursor() as cursor:
-            try:
-                for statement in SETUP:
-                    await cursor.execute(statement)
-                yield
-            finally:
-                for statement in TEARDOWN:
-                    await cursor.execute(statement)
-    finally:
-        conn.close()
+    async with scratch(SETUP, TEARDOWN):
+        yield
 
 
 @pytest.fixture(scope="module")

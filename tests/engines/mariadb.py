@@ -1,0 +1,43 @@
+"""This machine's MariaDB for engine tests: root connections and a scratch database made and dropped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncmy
+
+HOST, PORT = "127.0.0.1", 3306
+
+
+async def root(database: str | None = None) -> Any:
+    return await asyncmy.connect(host=HOST, port=PORT, user="root", password="", db=database, autocommit=True)
+
+
+async def root_fetch(database: str, sql: str, arguments: Any = None) -> list[tuple[Any, ...]]:
+    """Plain SQL as root: the independent computation an engine's answers are checked against."""
+    conn = await root(database)
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql, arguments)
+            return list(await cursor.fetchall())
+    finally:
+        conn.close()
+
+
+@asynccontextmanager
+async def scratch(setup: Sequence[str], teardown: Sequence[str]) -> AsyncIterator[None]:
+    """Run `setup` as root, yield, and always run `teardown` (databases and users dropped)."""
+    conn = await root()
+    try:
+        async with conn.cursor() as cursor:
+            try:
+                for statement in setup:
+                    await cursor.execute(statement)
+                yield
+            finally:
+                for statement in teardown:
+                    await cursor.execute(statement)
+    finally:
+        conn.close()
