@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from warehouse.descriptions import TableDescription
     from warehouse.engines import Table
     from warehouse.query import Column
 
@@ -56,6 +57,43 @@ def render_profile(source: str, engine: str, profile: Mapping[str, Any]) -> str:
             f"| {distinct} | {_value(column['min'])} | {_value(column['max'])} | {_text(top)} | {_text(key)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def render_data_dictionary(
+    name: str,
+    engine: str,
+    description: str,
+    profiles: Sequence[Mapping[str, Any]],
+    descriptions: Mapping[str, TableDescription],
+) -> str:
+    """docs://{source}/data_dictionary: the source's description, then per table its rows and
+    description, and per column its type, guessed role, null share, range and description."""
+    lines = [f"# Data dictionary of source `{name}` ({engine})", ""]
+    if description:
+        lines += [_text(description), ""]
+    lines += [
+        f'Query it with query_database(query=..., source="{name}") in the {_dialect(engine)} dialect; '
+        f"full profiles (distinct values, top values, keys) are at schema://{name}/<table>.",
+        "",
+    ]
+    if not profiles:
+        lines.append("No tables are readable in this source.")
+    for profile in profiles:
+        described = descriptions.get(profile["table"])
+        lines += [f"## {profile['table']} ({profile['row_count']:,} rows)", ""]
+        if described is not None and described.description:
+            lines += [_text(described.description), ""]
+        lines += ["| column | type | role | nulls | range | description |", "|---|---|---|---|---|---|"]
+        for column in profile["columns"]:
+            low, high = _value(column["min"]), _value(column["max"])
+            span = f"{low} to {high}" if low or high else ""
+            meaning = described.columns.get(column["name"], "") if described is not None else ""
+            lines.append(
+                f"| {_text(column['name'])} | {column['type']} | {column['role']} "
+                f"| {column['null_share']:.1%} | {span} | {_text(meaning)} |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _value(value: Any) -> str:

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.errors import NotFound
+from warehouse.descriptions import DescriptionsError, read_descriptions
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ _SCHEMES: dict[str, Kind] = {
 }
 _KEYS = frozenset(
     {"url", "description", "tables", "exclude", "schemas", "model", "write_url", "max_concurrent"}
+    | {"descriptions"}
 )
 # Queries one source runs at once (`max_concurrent`); its connection pool is sized from it.
 DEFAULT_MAX_CONCURRENT = 4
@@ -91,6 +93,7 @@ class Source(BaseModel):
     model: str | None = None  # the model that writes descriptions for this source (a later issue)
     write_url: SecretStr | None = None
     max_concurrent: int = DEFAULT_MAX_CONCURRENT  # queries in flight at once; more wait, then are refused
+    descriptions: Path | None = None  # the operator's YAML of table and column descriptions (validated)
 
     @property
     def scheme(self) -> str:
@@ -359,6 +362,15 @@ def _source(name: str, entry: Any, env: Mapping[str, str], base: Path) -> Source
             f"max_concurrent must be a whole number from 1 to {MOST_CONCURRENT}, e.g. max_concurrent = 8"
         )
 
+    descriptions = text("descriptions")
+    described = None
+    if descriptions is not None:
+        described = (base / Path(descriptions).expanduser()).resolve()
+        try:
+            read_descriptions(described)
+        except DescriptionsError as error:
+            raise fail(f"descriptions: {error}") from None
+
     model = text("model")
     return Source(
         name=name,
@@ -372,6 +384,7 @@ def _source(name: str, entry: Any, env: Mapping[str, str], base: Path) -> Source
         model=model.strip() if model else None,
         write_url=SecretStr(write_url) if write_url else None,
         max_concurrent=max_concurrent,
+        descriptions=described,
     )
 
 

@@ -1,15 +1,19 @@
-"""Data sources for the agent: list_sources, and schema://{source} with each source's tables and columns."""
+"""Data sources for the agent: list_sources, refresh_source, schema://{source} (tables and columns),
+schema://{source}/{table} (profiles) and docs://{source}/data_dictionary (profiles with descriptions)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from core.errors import AnalyticsError, Forbidden, NotFound
+from core.errors import AnalyticsError, Forbidden, NotFound, Unavailable
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
+from resources.dictionary import render_dictionary
 from resources.schema import render_schema
-from resources.sources import render_profile, render_source
+from resources.sources import render_data_dictionary, render_profile, render_source
 from warehouse import catalog, profiles
+from warehouse.descriptions import Descriptions, DescriptionsError, merged, read_descriptions
 from warehouse.sources import MAIN
 
 MARKDOWN = "text/markdown"
@@ -91,6 +95,36 @@ def register(app: App) -> None:
             async with runtime.sources.use(found.name) as engine:
                 profile = await engine.profile(table, profiles.SAMPLE_ROWS)
         return render_profile(found.name, runtime.sources.engine_now(found.name).kind, profile)
+
+    @app.resource(
+        "docs://{source}/data_dictionary", roles=EVERYONE, mime_type=MARKDOWN, name="source_data_dictionary"
+    )
+    async def source_data_dictionary(source: str) -> str:
+        """A data source's data dictionary: its description, per table its rows and description, per column
+        its type, guessed role, null share, range and description (database comments, operator's file)."""
+        found = runtime.sources.source(source)
+        if found.name == MAIN:
+            if current_identity().role not in ANALYST:
+                raise Forbidden(
+                    "the built-in database's dictionary needs role analyst or admin, like docs://data_dictionary"
+                )
+            return render_dictionary()
+        written: Descriptions = {}
+        if found.descriptions is not None:
+            try:
+                written = await asyncio.to_thread(read_descriptions, found.descriptions)
+            except DescriptionsError as error:
+                raise Unavailable(
+                    f"source '{found.name}': its descriptions file is invalid ({error}); ask the operator to fix it"
+                ) from None
+        stored = {p["table"]: p for p in await profiles.stored(runtime.db, found.name)}
+        async with runtime.sources.use(found.name) as engine:
+            measured = [
+                stored.get(table.name) or await engine.profile(table.name, profiles.SAMPLE_ROWS)
+                for table in await engine.tables()  # a table not profiled yet is measured now
+            ]
+            described = merged(await engine.comments(), written)
+        return render_data_dictionary(found.name, engine.kind, found.description, measured, described)
 
     def _profiler() -> profiles.Profiler:
         if runtime.profiler is None:

@@ -51,6 +51,7 @@ EXPECTED_RESOURCE_ROLES = {
     "schema://{source}": EVERYONE,
     "schema://{source}/{table}": EVERYONE,
     "docs://data_dictionary": ANALYST,
+    "docs://{source}/data_dictionary": EVERYONE,  # the built-in database's (docs://main/...): analysts only
     "templates://analysis/{type}": ANALYST,
     "session://{session_id}": EVERYONE,
     "session://{session_id}/{key}": EVERYONE,

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from warehouse.descriptions import Descriptions
 from warehouse.query import Column, QueryResult
 
 
@@ -79,6 +80,10 @@ class Engine(Protocol):
     async def columns(self, table: str) -> list[Column]: ...
 
     async def data_version(self) -> str | None: ...
+
+    async def comments(self) -> Descriptions:
+        """Database comments of the allowed tables and their columns (none for files)."""
+        ...
 
     async def profile(self, table: str, sample_rows: int) -> dict[str, Any]:
         """The table's profile (warehouse.profiles.table_profile), sampled above `sample_rows` rows."""

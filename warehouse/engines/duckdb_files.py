@@ -29,6 +29,7 @@ import cachetools
 import duckdb
 
 from core.errors import AnalyticsError, InvalidInput, QueryRefused, Timeout, Unavailable
+from warehouse.descriptions import Descriptions
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.engines.duckdb_guard import validate_select
 from warehouse.profiles import (
@@ -401,6 +402,9 @@ class FilesEngine:
                 cursor.close()
 
         return await (await self._submit(measure))
+
+    async def comments(self) -> Descriptions:
+        return {}  # files carry no comments; the operator's descriptions file may describe them
 
     async def data_version(self) -> str | None:
         """The registered files' sizes and modification times, and the directory's data file names."""

@@ -26,6 +26,7 @@ from asyncmy.cursors import SSCursor
 from asyncmy.errors import Error as MySQLError
 
 from core.errors import AnalyticsError, Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
+from warehouse.descriptions import Descriptions, table_comments
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.engines.mysql_guard import main_query_start, validate_mysql_select
 from warehouse.profiles import (
@@ -60,6 +61,11 @@ VERSION_SQL = (
     "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME"
 )
 
+COMMENTS_SQL = (
+    "SELECT TABLE_NAME, NULL, TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+    "UNION ALL SELECT TABLE_NAME, COLUMN_NAME, COLUMN_COMMENT FROM information_schema.COLUMNS "
+    "WHERE TABLE_SCHEMA = %s"
+)
 KEYS_SQL = (
     "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS "
     "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND COLUMN_KEY IN ('PRI', 'UNI')"
@@ -213,6 +219,16 @@ class MySQLEngine:
         except (MySQLError, OSError) as error:
             raise self._unavailable(error) from None
         return [Column(str(name), _DATA_TYPE_NAMES.get(str(kind).lower(), "text")) for name, kind in rows]
+
+    async def comments(self) -> Descriptions:
+        """TABLE_COMMENT and COLUMN_COMMENT of the allowed tables, by table."""
+        try:
+            async with self._pool.acquire() as conn, conn.cursor() as cursor:
+                await cursor.execute(COMMENTS_SQL, (self.database, self.database))
+                rows = await cursor.fetchall()
+        except (MySQLError, OSError) as error:
+            raise self._unavailable(error) from None
+        return table_comments(row for row in rows if str(row[0]) in self._allowed)
 
     async def data_version(self) -> str | None:
         """A digest of the allowed tables' creation and last-update times (None if unknown)."""

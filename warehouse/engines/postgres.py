@@ -24,6 +24,7 @@ from pglast import ast, parse_sql
 from core.errors import Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
 from warehouse import sql as named_sql
 from warehouse.db import CONNECTION_ERRORS
+from warehouse.descriptions import Descriptions, table_comments
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.profiles import (
     PROFILE_TIMEOUT,
@@ -80,6 +81,20 @@ JOIN pg_catalog.pg_namespace AS rn ON rn.oid = rc.relnamespace
 JOIN pg_catalog.pg_attribute AS ra ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]
 WHERE c.contype = 'f' AND cardinality(c.conkey) = 1
   AND c.conrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass
+"""
+
+COMMENTS_SQL = """
+SELECT n.nspname::text AS schema, c.relname::text AS name, NULL::text AS column_name,
+       obj_description(c.oid, 'pg_class') AS comment
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+UNION ALL
+SELECT n.nspname::text, c.relname::text, a.attname::text, col_description(c.oid, a.attnum)
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
 """
 
 
@@ -224,6 +239,19 @@ class PostgresEngine:
         except (asyncpg.PostgresError, *CONNECTION_ERRORS) as error:
             raise self._unavailable(error) from None
         return [Column(row["name"], row["type"]) for row in rows]
+
+    async def comments(self) -> Descriptions:
+        """The COMMENT ON text of the allowed relations and their columns, by table as the agent names it."""
+        try:
+            async with self._connection() as conn:
+                rows = await conn.fetch(COMMENTS_SQL, list(self.schemas), timeout=10)
+        except (asyncpg.PostgresError, *CONNECTION_ERRORS) as error:
+            raise self._unavailable(error) from None
+        return table_comments(
+            (self._catalog.display(row["schema"], row["name"]), row["column_name"], row["comment"])
+            for row in rows
+            if (row["schema"], row["name"]) in self._catalog.allowed
+        )
 
     async def data_version(self) -> str | None:
         return None  # PostgreSQL dates no table's last change: answers are not cached
