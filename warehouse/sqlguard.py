@@ -188,7 +188,8 @@ _DENIED_RELATIONS: dict[str, str] = {
 # pg_statio_*, pg_stat_statements). Not pg_stats: per-column statistics of tables the role may read.
 _ACTIVITY_RELATION_PREFIXES = ("pg_stat_", "pg_statio_")
 _INTERNAL_SCHEMAS = ("mcp_internal",)
-_READABLE = f"query {', '.join(ALLOWED_TABLES)}, sandbox.<table> (load_to_table) or information_schema"
+# What the built-in database lets a query read, said in refusals (other sources say their own).
+MAIN_READABLE = f"query {', '.join(ALLOWED_TABLES)}, sandbox.<table> (load_to_table) or information_schema"
 # Relations whose contents change without a data load (which is what invalidates the cache):
 # sandbox tables (load_to_table may replace one), catalogs and statistics views.
 _UNCACHED_SCHEMAS = ("sandbox", "information_schema", "pg_catalog", "pg_toast")
@@ -626,14 +627,16 @@ def validate_select(
             relation = (node.relname or "").lower()
             schema = (node.schemaname or "").lower()
             if schema in _INTERNAL_SCHEMAS or relation in _INTERNAL_SCHEMAS:
-                raise QueryRefused(f"schema '{schema or relation}' is internal to the server; {_READABLE}")
+                raise QueryRefused(
+                    f"schema '{schema or relation}' is internal to the server; {MAIN_READABLE}"
+                )
             if relation in _DENIED_RELATIONS:
                 raise QueryRefused(
-                    f"catalog '{relation}' {_DENIED_RELATIONS[relation]} and may not be queried; {_READABLE}"
+                    f"catalog '{relation}' {_DENIED_RELATIONS[relation]} and may not be queried; {MAIN_READABLE}"
                 )
             if relation.startswith(_ACTIVITY_RELATION_PREFIXES):
                 raise QueryRefused(
-                    f"catalog '{relation}' reveals server activity and may not be queried; {_READABLE}"
+                    f"catalog '{relation}' reveals server activity and may not be queried; {MAIN_READABLE}"
                 )
             relations.append(f"{schema}.{relation}" if schema else relation)
     return CheckedQuery(text.rstrip(), tuple(dict.fromkeys(relations)), volatile, _canonical(statement))

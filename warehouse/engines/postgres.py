@@ -43,8 +43,13 @@ from warehouse.query import (
     in_guard_thread,
     query_hash,
 )
-from warehouse.sqlguard import _READABLE as MAIN_READABLE  # the built-in database's tables, in refusals
-from warehouse.sqlguard import BoundQuery, FunctionPolicy, bind_placeholders, validate_select
+from warehouse.sqlguard import (
+    MAIN_READABLE,  # the built-in database's tables, in refusals
+    BoundQuery,
+    FunctionPolicy,
+    bind_placeholders,
+    validate_select,
+)
 
 RELATIONS_SQL = """
 SELECT n.nspname::text AS schema, c.relname::text AS name,
