@@ -10,7 +10,7 @@ minus those that run SQL text or touch server state, plus an operator's allowlis
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -535,13 +535,18 @@ def bind_placeholders(sql: str, parameters: Mapping[str, Any]) -> BoundQuery:
                 )
         i += 1
     pieces.append(sql[cursor:])
+    refuse_unused_parameters(parameters, names)
+    return BoundQuery("".join(pieces), tuple(names), tuple(shifts))
+
+
+def refuse_unused_parameters(parameters: Iterable[str], names: Iterable[str]) -> None:
+    """Every engine's rule: a parameter no %(name)s placeholder uses is a mistake worth saying."""
     unused = sorted(set(parameters) - set(names))
     if unused:
         raise InvalidInput(
             f"parameters {', '.join(unused)} are not used by any %(name)s placeholder in the query; "
             "remove them or use them"
         )
-    return BoundQuery("".join(pieces), tuple(names), tuple(shifts))
 
 
 def _check_text(sql: str) -> None:

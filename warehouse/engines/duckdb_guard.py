@@ -24,6 +24,7 @@ from sqlglot import Token, TokenType, exp
 from sqlglot.errors import ErrorLevel, ParseError, TokenError
 
 from core.errors import InvalidInput, QueryRefused
+from warehouse.sqlguard import refuse_unused_parameters
 
 MAX_QUERY_CHARS = 50_000
 # Bounds checked on the flat token list before the (recursive, pure-Python) parser sees the text.
@@ -244,12 +245,7 @@ def bind_placeholders(sql: str, parameters: list[str]) -> BoundQuery:
                 )
         i += 1
     pieces.append(sql[cursor:])
-    unused = sorted(set(parameters) - set(names))
-    if unused:
-        raise InvalidInput(
-            f"parameters {', '.join(unused)} are not used by any %(name)s placeholder in the query; "
-            "remove them or use them"
-        )
+    refuse_unused_parameters(parameters, names)
     return BoundQuery("".join(pieces), tuple(names))
 
 

@@ -21,6 +21,7 @@ from sqlglot.errors import SqlglotError
 
 from core.errors import InvalidInput, QueryRefused
 from warehouse.engines import GuardedStatement
+from warehouse.sqlguard import refuse_unused_parameters
 
 MAX_QUERY_CHARS = 50_000
 MAX_QUERY_TOKENS = 2_200  # sqlglot parses recursively: bounded before it sees the text
@@ -155,11 +156,7 @@ def validate_mysql_select(
         what = first.group().upper()[:30] if first is not None else "this"
         raise QueryRefused(f"only SELECT queries are allowed, not {what}; {_HOW_TO}")
     scan = _scan(sql, parameters)
-    unused = sorted(set(parameters) - set(scan.names))
-    if unused:
-        raise InvalidInput(
-            f"parameters {', '.join(unused)} are not used by any %(name)s placeholder; remove or use them"
-        )
+    refuse_unused_parameters(parameters, scan.names)
     try:
         statements = [s for s in sqlglot.parse(scan.parse_sql, read="mysql") if s is not None]
     except SqlglotError as error:
