@@ -10,6 +10,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	@# The console's browser tests drive Debian's Chromium (never `playwright install`'s download).
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+		|| { $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }; \
+	elif [ ! -x /usr/bin/chromium ]; then echo "no apt-get: install Chromium at /usr/bin/chromium for the browser tests"; fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,7 +36,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy core analytics sessions warehouse mcp_server importers resources prompts
+	$(BIN)/mypy core analytics sessions warehouse mcp_server importers resources prompts console
 
 format: $(STAMP)
 	$(BIN)/ruff format .

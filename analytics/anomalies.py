@@ -21,7 +21,7 @@ from analytics.frames import require_columns
 from analytics.parameters import AnomaliesParameters
 from analytics.stats import finite_or_none
 from analytics.summary import Outcome
-from analytics.trend import complete, in_range, truncate
+from analytics.trend import Measure, complete, in_range, truncate
 
 DEFAULT_WINDOWS: Final = {"day": 28, "hour": 168}
 MAD_TO_SD: Final = float(1 / scipy_stats.norm.ppf(0.75))  # 1.4826: MAD of a normal sample -> its SD
@@ -71,12 +71,22 @@ def robust_z(values: np.ndarray, median: np.ndarray, spread: np.ndarray) -> np.n
         return np.where((spread == 0) & (deviation != 0), np.sign(deviation) * np.inf, z)
 
 
-def anomalies_from_buckets(totals: pd.DataFrame, parameters: AnomaliesParameters) -> Outcome:
-    """Finish from per-bucket totals: `bucket`, `events`, and `mean_quality` or `usage_mb`."""
-    grain, metric = parameters.grain, parameters.metric
+def anomalies_from_buckets(
+    totals: pd.DataFrame, parameters: AnomaliesParameters, measure: Measure | None = None
+) -> Outcome:
+    """Finish from per-bucket totals: `bucket`, `events`, and `mean_quality` or `usage_mb` (a `measure`:
+    `value` and `rows`, which stand for the events)."""
+    grain = parameters.grain
+    metric: str = parameters.metric
     series = complete(totals, grain)
+    if measure is not None:
+        metric = measure.name
+        series = series.rename(columns={"rows": "events"})
     events = series["events"].fillna(0).to_numpy(dtype=float) if len(series) else np.array([])
-    if metric == "quality":
+    if measure is not None:
+        filled = series["value"].where(series["events"].fillna(0) > 0, measure.empty) if len(series) else None
+        values = filled.to_numpy(dtype=float) if filled is not None else np.array([])
+    elif metric == "quality":
         values = series["mean_quality"].to_numpy(dtype=float) if len(series) else np.array([])
     else:
         # A bucket without events used no data: an outage shows as zero usage.
@@ -112,7 +122,7 @@ def anomalies_from_buckets(totals: pd.DataFrame, parameters: AnomaliesParameters
     found.sort(key=lambda entry: -abs(entry["robust_z"]) if entry["robust_z"] is not None else -math.inf)
     results: dict[str, Any] = {
         "metric": metric,
-        "definition": DEFINITIONS[metric],
+        "definition": measure.definition if measure else DEFINITIONS[metric],
         "grain": grain,
         "method": "robust z-score against the trailing rolling median and MAD (current bucket excluded)",
         "window": window,
@@ -152,7 +162,7 @@ def anomalies_from_buckets(totals: pd.DataFrame, parameters: AnomaliesParameters
 
 
 def _summary(results: dict[str, Any]) -> str:
-    name = "network quality" if results["metric"] == "quality" else "data usage"
+    name = {"quality": "network quality", "usage": "data usage"}.get(results["metric"], results["metric"])
     grain = results["grain"]
     if not results["judged_buckets"]:
         return (

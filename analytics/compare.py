@@ -231,21 +231,27 @@ def _segment_summary(values: np.ndarray, binary: bool) -> dict[str, Any]:
 
 
 def segment_compare_from_values(
-    segments: pd.Series, values: pd.Series, parameters: SegmentCompareParameters, as_of: Any = None
+    segments: pd.Series,
+    values: pd.Series,
+    parameters: SegmentCompareParameters,
+    as_of: Any = None,
+    named: tuple[str, str] | None = None,
 ) -> Outcome:
-    """Finish from one (segment, value) pair per customer; missing values are left out."""
-    binary = parameters.metric == "churn"
+    """Finish from one (segment, value) pair per customer (`named`: per row of a source's table, as
+    (value column, group column)); missing values are left out."""
+    metric, group_by = named or (parameters.metric, parameters.group_by)
+    binary = named is None and metric == "churn"
     data = pd.DataFrame(
         {"segment": segments.to_numpy(), "value": pd.to_numeric(values, errors="coerce").to_numpy()}
     )
     data = data[data["value"].notna()]
-    available = sorted({str(label) for label in data["segment"]}, key=segment_order)
-    data["segment"] = data["segment"].map(str)
+    data["segment"] = data["segment"].astype(str)
+    available = sorted(data["segment"].unique(), key=segment_order)
     if parameters.segments is not None:
         unknown = [name for name in parameters.segments if name not in available]
         if unknown or len(set(parameters.segments)) != len(parameters.segments):
             raise InvalidInput(
-                f"segments of {parameters.group_by} are: {', '.join(available)}; got "
+                f"segments of {group_by} are: {', '.join(available)}; got "
                 f"{', '.join(repr(name)[:40] for name in unknown) or 'a segment twice'}"
             )
         chosen = sorted(parameters.segments, key=segment_order)
@@ -256,11 +262,11 @@ def segment_compare_from_values(
     labels = [label for label in chosen if label not in too_small]
     if len(labels) < 2:
         raise InvalidInput(
-            f"segment_compare needs two segments of {parameters.group_by} with at least 2 customers having a "
-            f"{parameters.metric} value; found {len(labels)} (segments: {', '.join(available) or 'none'})"
+            f"segment_compare needs two segments of {group_by} with at least 2 {'rows' if named else 'customers'} having a "
+            f"{metric} value; found {len(labels)} (segments: {', '.join(available) or 'none'})"
         )
     groups = [grouped[label] for label in labels]
-    _check_choice(parameters.test, parameters.metric, len(groups))
+    _check_choice(parameters.test, metric, len(groups))
     test, reason, assumptions = choose_test(groups, binary, parameters.alpha)
     if parameters.test != "auto":
         test, reason = parameters.test, f"chosen by the caller ({parameters.test})"
@@ -274,9 +280,9 @@ def segment_compare_from_values(
     if "normality" in assumptions:
         assumptions["normality"] = dict(zip(labels, assumptions["normality"], strict=True))
     results: dict[str, Any] = {
-        "metric": parameters.metric,
-        "definition": DEFINITIONS[parameters.metric],
-        "group_by": parameters.group_by,
+        "metric": metric,
+        "definition": DEFINITIONS[metric] if named is None else f"{metric} of each row of the table",
+        "group_by": group_by,
         "alpha": parameters.alpha,
         "segments": {
             label: _segment_summary(group, binary) for label, group in zip(labels, groups, strict=True)
@@ -311,6 +317,20 @@ def _overall(test: str, groups: list[np.ndarray]) -> dict[str, Any]:
     return omnibus(test, groups)
 
 
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (a pair is significant when its adjusted p <= alpha).
+
+    The same figures as statsmodels' multipletests(method="holm"), which also runs a full gc.collect()
+    on every call: 140 ms with 100,000 customers' values alive in the process.
+    """
+    count = len(p_values)
+    order = np.argsort(p_values, kind="stable")
+    stepped = np.maximum.accumulate(p_values[order] * (count - np.arange(count)))
+    adjusted = np.empty(count)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted
+
+
 def _pairwise(
     test: str, labels: list[str], groups: list[np.ndarray], parameters: SegmentCompareParameters
 ) -> list[dict[str, Any]]:
@@ -323,6 +343,9 @@ def _pairwise(
     p_values = np.array([pair["p_value"] if pair["p_value"] is not None else 1.0 for pair in pairs])
     if parameters.correction == "none":
         adjusted, reject = p_values, p_values < parameters.alpha
+    elif parameters.correction == "holm":
+        adjusted = holm(p_values)
+        reject = adjusted <= parameters.alpha
     else:
         reject, adjusted, _, _ = multipletests(p_values, alpha=parameters.alpha, method=parameters.correction)
     for pair, p_adjusted, decision in zip(pairs, adjusted, reject, strict=True):

@@ -19,6 +19,7 @@ from analytics.trend import (
     DEFAULT_PERIODS,
     DEFINITIONS,
     FREQUENCIES,
+    Measure,
     complete,
     metric_series,
     totals_of_frame,
@@ -52,16 +53,18 @@ def seasonal_period_for(points: int, grain: str, requested: int | None) -> int |
     return period if points >= SEASONAL_CYCLES * period else None
 
 
-def forecast_from_buckets(totals: pd.DataFrame, parameters: ForecastParameters) -> Outcome:
+def forecast_from_buckets(
+    totals: pd.DataFrame, parameters: ForecastParameters, measure: Measure | None = None
+) -> Outcome:
     """Finish from per-bucket totals (the trend analysis's columns)."""
     grain = parameters.grain
-    series = metric_series(complete(totals, grain), parameters.metric, parameters, grain)
+    series = metric_series(complete(totals, grain), parameters.metric, parameters, grain, measure)
     row_count = int(series["rows"].sum()) if len(series) else 0
     values = series["value"].astype(float).interpolate(limit_area="inside").dropna()
     horizon = parameters.horizon or DEFAULT_HORIZONS[grain]
     results: dict[str, Any] = {
-        "metric": parameters.metric,
-        "definition": DEFINITIONS[parameters.metric],
+        "metric": measure.name if measure else parameters.metric,
+        "definition": measure.definition if measure else DEFINITIONS[parameters.metric],
         "grain": grain,
         "horizon": horizon,
         "confidence": parameters.confidence,

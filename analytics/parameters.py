@@ -45,6 +45,39 @@ class AnalysisParameters(BaseModel):
     )
 
 
+# -- named columns: the same analyses on a table of a registered source (issue 21) ---------------
+
+NAME_LENGTH = 128  # longest table or column name an agent may pass (checked against the catalog anyway)
+SOURCE_ONLY = "data_source naming a source other than 'database'"
+
+
+def _table_field() -> Any:
+    return Field(
+        None,
+        max_length=NAME_LENGTH,
+        description=f"a table of the source (list_sources names them); {SOURCE_ONLY} only",
+    )
+
+
+def _column_field(what: str) -> Any:
+    return Field(None, max_length=NAME_LENGTH, description=f"{what}; {SOURCE_ONLY} only")
+
+
+class SeriesColumns(BaseModel):
+    """A time series of any table: `aggregate` of `value_column` per `time_column` bucket."""
+
+    table: str | None = _table_field()
+    time_column: str | None = _column_field("date or timestamp column of the table, bucketed by grain")
+    value_column: str | None = _column_field(
+        "numeric column aggregated per bucket (any column for count or count_distinct; omit for count(*))"
+    )
+    aggregate: Literal["sum", "mean", "count", "count_distinct"] | None = Field(
+        None,
+        description=f"what each bucket holds: sum or mean of value_column, count of rows (or of non-null "
+        f"value_column), count_distinct of value_column (default sum); {SOURCE_ONLY} only",
+    )
+
+
 class DateRange(AnalysisParameters):
     start_date: dt.date | None = Field(None, description="first day included, YYYY-MM-DD")
     end_date: dt.date | None = Field(None, description="last day included, YYYY-MM-DD")
@@ -98,6 +131,7 @@ class NetworkQualityParameters(DateRange):
 
 
 class CorrelationParameters(AnalysisParameters):
+    table: str | None = _table_field()
     method: Literal["pearson", "spearman", "kendall"] = Field(
         "pearson", description="correlation coefficient"
     )
@@ -105,7 +139,8 @@ class CorrelationParameters(AnalysisParameters):
         None,
         min_length=2,
         max_length=30,
-        description="columns to correlate (default: the per-customer features " + ", ".join(FEATURES) + ")",
+        description="columns to correlate (default: the per-customer features " + ", ".join(FEATURES) + "; "
+        "numeric columns of parameters.table, required, on a source)",
     )
     top_pairs: int = Field(5, ge=1, le=50, description="how many of the strongest pairs to describe")
     as_of: dt.datetime | None = Field(
@@ -116,7 +151,7 @@ class CorrelationParameters(AnalysisParameters):
 # -- trend, anomalies, segment_compare (issue 12) ------------------------------------------------
 
 
-class TrendParameters(DateRange):
+class TrendParameters(SeriesColumns, DateRange):
     metric: Literal["arpu", "churn", "quality", "usage"] = Field(
         "arpu",
         description="arpu: revenue / paying customers; churn: churned / customers active at the bucket's "
@@ -135,7 +170,7 @@ class TrendParameters(DateRange):
     )
 
 
-class AnomaliesParameters(DateRange):
+class AnomaliesParameters(SeriesColumns, DateRange):
     metric: Literal["quality", "usage"] = Field(
         "quality", description="quality: mean network quality score; usage: total data usage (MB)"
     )
@@ -175,9 +210,13 @@ class SegmentCompareParameters(DateRange):
     as_of: dt.datetime | None = Field(
         None, description="reference instant for tenure (default: the latest timestamp in the data)"
     )
+    table: str | None = _table_field()
+    value_column: str | None = _column_field("numeric column compared between the segments (one value a row)")
+    group_column: str | None = _column_field("column whose values are the segments")
+    time_column: str | None = _column_field("date or timestamp column that start_date and end_date filter")
 
 
-class ForecastParameters(DateRange):
+class ForecastParameters(SeriesColumns, DateRange):
     metric: Literal["arpu", "churn", "quality", "usage"] = Field(
         "arpu", description="the metric to forecast, defined as in trend"
     )
@@ -208,9 +247,11 @@ DRIVERS = (
 
 
 class DescribeParameters(AnalysisParameters):
-    table: Literal["customers", "network_events", "revenue"] = Field(
+    table: str = Field(
         "customers",
-        description="table to describe (data_source 'database'; a session dataset describes itself)",
+        max_length=NAME_LENGTH,
+        description="table to describe: customers, network_events or revenue on data_source 'database'; "
+        "any table of a source (required there); a session dataset describes itself",
     )
     columns: list[str] | None = Field(
         None, min_length=1, max_length=100, description="columns to describe (default: every column)"
@@ -389,6 +430,32 @@ ANALYSES: dict[str, AnalysisType] = {
 }
 
 
+# The analyses that also run on a table of a registered source, on named columns: an example of each,
+# published in their templates (data_source is then the source's name, e.g. from list_sources).
+SOURCE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "describe": {"table": "orders", "columns": ["amount", "country", "ordered_at"]},
+    "correlation": {"table": "orders", "columns": ["amount", "quantity", "discount"], "method": "spearman"},
+    "segment_compare": {"table": "orders", "value_column": "amount", "group_column": "country"},
+    "trend": {
+        "table": "orders",
+        "time_column": "ordered_at",
+        "value_column": "amount",
+        "aggregate": "sum",
+        "grain": "month",
+    },
+    "anomalies": {"table": "orders", "time_column": "ordered_at", "aggregate": "count", "grain": "day"},
+    "forecast": {
+        "table": "orders",
+        "time_column": "ordered_at",
+        "value_column": "amount",
+        "aggregate": "mean",
+        "grain": "week",
+        "horizon": 8,
+    },
+}
+_SOURCE_PARAMETERS = ("table", "time_column", "value_column", "aggregate", "group_column", "columns")
+
+
 def choices(model: type[AnalysisParameters], key: str) -> tuple[str, ...]:
     """The allowed values of a Literal parameter (e.g. every group_by an analysis accepts)."""
     return tuple(str(value) for value in get_args(model.model_fields[key].annotation))
@@ -462,7 +529,7 @@ def template(name: str) -> dict[str, Any]:
     """What `templates://analysis/{name}` publishes: parameters with types, defaults, allowed values; an example."""
     analysis = analysis_type(name)
     properties = analysis.parameters.model_json_schema()["properties"]
-    return {
+    described = {
         "analysis_type": analysis.name,
         "description": analysis.description,
         "parameters": {key: _describe_field(schema) for key, schema in properties.items()},
@@ -475,6 +542,21 @@ def template(name: str) -> dict[str, Any]:
             },
         },
     }
+    if name in SOURCE_EXAMPLES:
+        described["on_a_source"] = {
+            "note": "with data_source naming a registered source (list_sources), name a table and its "
+            "columns; names are checked against the source's catalog (schema://{source}/{table})",
+            "parameters": [key for key in _SOURCE_PARAMETERS if key in properties],
+            "example": {
+                "tool": "analyze_data",
+                "arguments": {
+                    "data_source": "shop",
+                    "analysis_type": analysis.name,
+                    "parameters": SOURCE_EXAMPLES[name],
+                },
+            },
+        }
+    return described
 
 
 def templates() -> dict[str, dict[str, Any]]:

@@ -12,6 +12,8 @@ class Outcome:
     summary: str
     row_count: int
     sql: list[str] = field(default_factory=list)
+    # Added to the answer's metadata (e.g. the metric model and its version, warehouse/models/run.py).
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def percent(value: float | None, digits: int = 1) -> str:

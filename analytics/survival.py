@@ -90,12 +90,14 @@ def retention_from_counts(
         raise InvalidInput("no customers signed up before as_of, so there is no lifetime to analyse")
     days = np.repeat(counts["lifetime_days"].to_numpy(dtype=float), counts["customers"].to_numpy(dtype=int))
     events = np.repeat(counts["churned"].to_numpy(dtype=bool), counts["customers"].to_numpy(dtype=int))
-    groups = np.repeat(counts["segment"].astype(str).to_numpy(), counts["customers"].to_numpy(dtype=int))
     step, confidence = parameters.curve_step_days, parameters.confidence
     labels = sorted(set(counts["segment"]), key=segment_order)
+    # Each customer's segment as its position in `labels` (sorting integers, not strings, in survdiff).
+    codes = counts["segment"].map({label: position for position, label in enumerate(labels)})
+    groups = np.repeat(codes.to_numpy(dtype=int), counts["customers"].to_numpy(dtype=int))
     by_segment = {}
-    for label in labels:
-        chosen = groups == str(label)
+    for position, label in enumerate(labels):
+        chosen = groups == position
         by_segment[str(label)] = kaplan_meier(days[chosen], events[chosen], confidence, step)
     test = None
     if len(labels) > 1:
@@ -128,14 +130,13 @@ def cohort_table(counts: pd.DataFrame, as_of: pd.Timestamp, months: int) -> dict
     table = []
     for cohort, rows in counts.groupby("cohort", sort=True):
         size = int(rows["customers"].sum())
-        lived = rows.dropna(subset=["months_lived"])
+        # months_lived is NaN for customers still active: never < k, so they stay retained
+        months_lived, churned = rows["months_lived"].to_numpy(dtype=float), rows["customers"].to_numpy()
         start = pd.Timestamp(f"{cohort}-01")
         end = start + pd.DateOffset(months=1)
         observable = (as_of.year - end.year) * 12 + (as_of.month - end.month)
         shown = max(0, min(months, observable))
-        retained = [
-            size - int(lived.loc[lived["months_lived"] < k, "customers"].sum()) for k in range(1, shown + 1)
-        ]
+        retained = [size - int(churned[months_lived < k].sum()) for k in range(1, shown + 1)]
         table.append(
             {
                 "cohort": str(cohort),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -33,6 +34,23 @@ DEFINITIONS: Final = {
     "usage": "total data usage (MB) of the bucket's events",
 }
 _UNITS: Final = {"hour": "hour", "day": "day", "week": "week", "month": "month"}
+_NAMES: Final = {
+    "arpu": "ARPU",
+    "churn": "Churn rate",
+    "quality": "Mean network quality",
+    "usage": "Data usage",
+}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A column of any table standing in for a built-in metric (analyses on a source): its name in the
+    results, what it is, and the value of a bucket without rows (0 for sums and counts, None for means).
+    Its per-bucket totals are `bucket`, `value`, `count` (values aggregated) and `rows`."""
+
+    name: str
+    definition: str
+    empty: float | None = 0.0
 
 
 def truncate(instants: pd.Series, grain: str) -> pd.Series:
@@ -75,12 +93,19 @@ def in_range(frame: pd.DataFrame, column: str, parameters: DateRange) -> pd.Data
     return frame[keep]
 
 
-def metric_series(totals: pd.DataFrame, metric: str, parameters: DateRange, grain: str) -> pd.DataFrame:
+def metric_series(
+    totals: pd.DataFrame, metric: str, parameters: DateRange, grain: str, measure: Measure | None = None
+) -> pd.DataFrame:
     """From completed per-bucket totals to (value, count) per bucket, as the metric defines them.
 
     totals columns by metric: arpu (revenue, customers, transactions); churn (new_customers, churned,
-    over all history); quality (mean_quality, scored_events); usage (usage_mb, events).
+    over all history); quality (mean_quality, scored_events); usage (usage_mb, events); a `measure`
+    (value, count, rows: the date range applied already).
     """
+    if measure is not None:
+        rows = totals["rows"].fillna(0)
+        value = totals["value"].where(rows > 0, measure.empty)
+        return pd.DataFrame({"value": value.astype(float), "count": totals["count"].fillna(0), "rows": rows})
     if metric == "arpu":
         customers = totals["customers"].fillna(0)
         value = (totals["revenue"] / customers).where(customers > 0)
@@ -230,15 +255,17 @@ def _strength(variance_residual: float, combined: np.ndarray) -> float | None:
     return max(0.0, 1.0 - variance_residual / variance)
 
 
-def trend_from_buckets(totals: pd.DataFrame, parameters: TrendParameters) -> Outcome:
+def trend_from_buckets(
+    totals: pd.DataFrame, parameters: TrendParameters, measure: Measure | None = None
+) -> Outcome:
     """Finish from per-bucket totals (a `bucket` column plus the metric's columns, see metric_series)."""
     grain = parameters.grain
-    series = metric_series(complete(totals, grain), parameters.metric, parameters, grain)
+    series = metric_series(complete(totals, grain), parameters.metric, parameters, grain, measure)
     values = series["value"].astype(float)
     row_count = int(series["rows"].sum()) if len(series) else 0
     results: dict[str, Any] = {
-        "metric": parameters.metric,
-        "definition": DEFINITIONS[parameters.metric],
+        "metric": measure.name if measure else parameters.metric,
+        "definition": measure.definition if measure else DEFINITIONS[parameters.metric],
         "grain": grain,
         "buckets": len(series),
         "first_bucket": series.index[0].isoformat() if len(series) else None,
@@ -294,9 +321,7 @@ def _number(value: float, metric: str) -> str:
 
 def _summary(results: dict[str, Any]) -> str:
     metric, grain = results["metric"], results["grain"]
-    name = {"arpu": "ARPU", "churn": "Churn rate", "quality": "Mean network quality", "usage": "Data usage"}[
-        metric
-    ]
+    name = _NAMES.get(metric, metric)
     trend = results["trend"]
     if trend is None:
         return f"{name} has {results['buckets']} {grain} bucket(s) with data: too few to fit a trend."

@@ -34,7 +34,7 @@ async def scratch_database() -> AsyncIterator[str]:
         admin_url = "postgresql://postgres@127.0.0.1:5432/postgres"
     home = tempfile.TemporaryDirectory(prefix="amcp-bench-")
     if not admin_url:
-        from mcp_server.embedded import EmbeddedServices
+        from core.embedded import EmbeddedServices
 
         embedded = EmbeddedServices(Path(home.name))
         admin_url = embedded.start_postgres()

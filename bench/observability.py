@@ -27,7 +27,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 from fastmcp import Client, FastMCP  # noqa: E402
 
 from bench.common import redis_url_for_bench, scratch_database  # noqa: E402
-from mcp_server import tracing  # noqa: E402
+from core import tracing  # noqa: E402
 from mcp_server.auth import ANALYST, Identity  # noqa: E402
 from mcp_server.config import Settings, digest_key  # noqa: E402
 from mcp_server.runtime import Runtime, start_runtime  # noqa: E402
@@ -120,7 +120,7 @@ async def main() -> None:
             from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
             exporter = InMemorySpanExporter()
-            provider = tracing.start(settings, exporter)
+            provider = tracing.start(settings.otel_endpoint, exporter)
             assert provider is not None
             try:
                 await measure({"full stack + tracing": full.mcp}, args.iterations, results, exporter.clear)

@@ -1,7 +1,11 @@
-"""Seeding throughput: the vectorised binary-COPY load against a naive executemany, in one run.
+"""Seeding throughput: the vectorised binary-COPY load against a naive executemany, in one run; then the
+shop dataset (warehouse/shop_store.py) into PostgreSQL, MariaDB and Parquet files (DuckDB), rows/s per
+engine, against a naive per-row executemany of the same shop into PostgreSQL in the same run.
 
 Usage: python bench/seed.py [--customers 20000] [--baseline-customers 4000]
-Uses TEST_DATABASE_URL / the local PostgreSQL when reachable, else an embedded one.
+                            [--shop-customers 20000] [--shop-baseline-customers 4000] [--skip-telecom]
+Uses TEST_DATABASE_URL / the local PostgreSQL when reachable, else an embedded one; MariaDB at
+BENCH_MYSQL_URL (default mysql://root@127.0.0.1:3306/) when reachable, else its row is skipped.
 """
 
 from __future__ import annotations
@@ -9,13 +13,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import platform
+import socket
 import sys
+import tempfile
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pydantic import SecretStr  # noqa: E402
 
 from bench.common import scratch_database  # noqa: E402
 from warehouse.db import Database  # noqa: E402
@@ -27,6 +39,9 @@ from warehouse.generator import (  # noqa: E402
     generate,
     make_plan,
 )
+from warehouse.shop import NULL_TIME, TABLES, generate_shop, shop_plan  # noqa: E402
+from warehouse.shop_store import load_shop  # noqa: E402
+from warehouse.sources import Source, redact_url  # noqa: E402
 
 EPOCH = dt.datetime(2000, 1, 1)
 
@@ -105,11 +120,142 @@ async def fast_load(db: Database, customers: int, seed: int) -> tuple[int, float
     return report.rows, time.perf_counter() - started
 
 
+def _source(name: str, kind: Any, url: str, **extra: Any) -> Source:
+    writable = {"write_url": SecretStr(url)} if kind != "files" else {}
+    return Source(name=name, kind=kind, url=SecretStr(url), redacted_url=redact_url(url), **writable, **extra)
+
+
+async def shop_best_of_3(source: Source, customers: int) -> tuple[int, float]:
+    await load_shop(source, shop_plan(500, 1))  # warm-up: schema, connections, Faker pools
+    best_rows, best_seconds = 0, float("inf")
+    for _ in range(3):
+        report = await load_shop(source, shop_plan(customers, 42))
+        if report.seconds < best_seconds:
+            best_rows, best_seconds = report.rows, report.seconds
+    return best_rows, best_seconds
+
+
+async def shop_naive_load(url: str, customers: int) -> tuple[int, float]:
+    """What one would write first: generate, build Python rows, INSERT ... executemany per table."""
+    import asyncpg
+
+    from warehouse import sql
+
+    started = time.perf_counter()
+    tables = generate_shop(shop_plan(customers, 42))
+
+    def python_value(kind: str, value: Any) -> Any:
+        if kind == "money":
+            return Decimal(int(value)) / 100
+        if kind == "time":
+            return None if value == NULL_TIME else dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(value))
+        if kind == "bool":
+            return bool(value)
+        return value if kind == "text" else int(value)
+
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute(sql.load("shop_schema"))
+            await conn.execute(f"TRUNCATE {', '.join(f'shop.{table}' for table in TABLES)}")
+            for table, columns in tables.items():
+                spec = TABLES[table]
+                rows = [
+                    tuple(python_value(kind, columns[name][i]) for name, kind in spec)
+                    for i in range(len(columns[spec[0][0]]))
+                ]
+                marks = ", ".join(f"${i + 1}" for i in range(len(spec)))
+                await conn.executemany(
+                    f"INSERT INTO shop.{table} ({', '.join(name for name, _ in spec)}) VALUES ({marks})", rows
+                )
+    finally:
+        await conn.close()
+    return sum(len(c[TABLES[t][0][0]]) for t, c in tables.items()), time.perf_counter() - started
+
+
+def _mysql_admin_url() -> str | None:
+    url = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 3306), timeout=0.5):
+            return url
+    except OSError:
+        return None
+
+
+async def shop_mysql(customers: int) -> tuple[int, float] | None:
+    admin = _mysql_admin_url()
+    if admin is None:
+        return None
+    import asyncmy
+
+    parts = urlsplit(admin)
+    name = f"amcp_bench_{uuid.uuid4().hex[:10]}"
+    conn = await asyncmy.connect(
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=parts.username,
+        password=parts.password or "",
+        autocommit=True,
+    )
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"CREATE DATABASE {name}")
+        url = parts._replace(path="/" + name).geturl()
+        return await shop_best_of_3(_source("bench_my", "mysql", url, schemas=(name,)), customers)
+    finally:
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.close()
+
+
+async def shop_bench(args: argparse.Namespace) -> None:
+    results: dict[str, tuple[int, float] | None] = {}
+    async with scratch_database() as url:
+        results["PostgreSQL (binary COPY)"] = await shop_best_of_3(
+            _source("bench_pg", "postgresql", url, schemas=("shop",)), args.shop_customers
+        )
+        naive_rows, naive_seconds = await shop_naive_load(url, args.shop_baseline_customers)
+    results["MariaDB (multi-row INSERT)"] = await shop_mysql(args.shop_customers)
+    with tempfile.TemporaryDirectory(prefix="amcp-bench-shop-") as folder:
+        results["DuckDB files (Parquet)"] = await shop_best_of_3(
+            _source("bench_files", "files", f"files://{folder}"), args.shop_customers
+        )
+    naive_rate = naive_rows / naive_seconds
+    print(f"shop dataset, {args.shop_customers:,} customers, best of 3 (generation + load + keys):")
+    for engine, result in results.items():
+        if result is None:
+            print(f"  {engine:28s} skipped (not reachable)")
+            continue
+        rows, seconds = result
+        rate = rows / seconds
+        print(
+            f"  {engine:28s} {rows:,} rows in {seconds:.2f} s = {rate:,.0f} rows/s "
+            f"({rate / naive_rate:.1f}x the naive load; >= 250,000 rows/s: {'met' if rate >= 250_000 else 'NOT met'})"
+        )
+    print(
+        f"  naive executemany into PostgreSQL: {naive_rows:,} rows in {naive_seconds:.2f} s = "
+        f"{naive_rate:,.0f} rows/s ({args.shop_baseline_customers:,} customers)"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--baseline-customers", type=int, default=4_000)
+    parser.add_argument("--shop-customers", type=int, default=20_000)
+    parser.add_argument("--shop-baseline-customers", type=int, default=4_000)
+    parser.add_argument("--skip-telecom", action="store_true", help="only the shop dataset")
     args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"
+    )
+    if not args.skip_telecom:
+        await telecom_bench(args)
+    await shop_bench(args)
+
+
+async def telecom_bench(args: argparse.Namespace) -> None:
     async with scratch_database() as url:
         db = Database(url, min_size=1, max_size=2)
         await db.start()
@@ -125,9 +271,6 @@ async def main() -> None:
         finally:
             await db.close()
     fast_rate, naive_rate = best_rows / best_seconds, naive_rows / naive_seconds
-    print(
-        f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"
-    )
     print(
         f"seed (binary COPY): {best_rows:,} rows in {best_seconds:.2f} s = {fast_rate:,.0f} rows/s "
         f"(best of 3, generation + load + indexes + ANALYZE)"

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from prometheus_client import CollectorRegistry
 
+from core.batching import BatchWriter
 from mcp_server import metrics
 from mcp_server.auth import Identity
-from mcp_server.batching import BatchWriter
 from mcp_server.calls import current_call
 from sessions import access
 from warehouse.audit import AuditRow, insert_audit_rows

@@ -1,19 +1,33 @@
-"""Who is calling: API keys by SHA-256 digest, the identity of the current call, and role sets."""
+"""Who is calling: one FastMCP token verifier for API keys (by SHA-256 digest) and, when OAUTH_* is
+configured, bearer JWTs from the operator's issuer; the identity of the current call; role sets."""
 
 from __future__ import annotations
 
 import contextvars
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+import logging
+import re
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
+
+from fastmcp.server.auth import AccessToken, TokenVerifier
+from fastmcp.server.auth.providers.jwt import JWTVerifier
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken as SDKAccessToken
 
 from core.errors import Forbidden
-from mcp_server.config import ApiKeyEntry, Role
+from mcp_server.config import _USER_ID, ROLES, ApiKeyEntry, OAuthSettings, Role
+
+log = logging.getLogger(__name__)
 
 ADMIN: frozenset[Role] = frozenset({"admin"})
 ANALYST: frozenset[Role] = frozenset({"admin", "analyst"})
 EVERYONE: frozenset[Role] = frozenset({"admin", "analyst", "viewer"})
+
+_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+MAX_TOKEN_CHARS = 16_384
 
 
 @dataclass(frozen=True)
@@ -46,16 +60,82 @@ class KeyRegistry:
         return Identity(entry.user_id, entry.role, entry.key_id)
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key from `X-API-Key` or `Authorization: Bearer`; header names are lower-case."""
-    key = headers.get("x-api-key")
-    if key:
-        return key.strip()
-    authorization = headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
+class OAuthVerifier(JWTVerifier):
+    """FastMCP's JWT checks (signature, issuer, audience, expiry) plus ours: the token must expire,
+    the user is `sub` (a user id) and the role the configured claim (admin, analyst or viewer)."""
+
+    def __init__(self, settings: OAuthSettings) -> None:
+        super().__init__(
+            public_key=settings.public_key,
+            jwks_uri=settings.jwks_url,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            algorithm=settings.algorithm,
+        )
+        self.settings = settings
+
+    async def identify(self, token: str) -> Identity | None:
+        if len(token) > MAX_TOKEN_CHARS or not _JWT.match(token):
+            return None
+        access = await self.verify_token(token)
+        if access is None:
+            return None  # bad signature, expired, wrong issuer or audience: the verifier logged why
+        claims = access.claims
+        if claims.get("exp") is None:
+            log.info("bearer JWT refused: it has no exp claim (tokens must expire)")
+            return None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not _USER_ID.match(subject):
+            log.info("bearer JWT refused: sub is not a user id (1-64 letters, digits or _.@-)")
+            return None
+        role = claims.get(self.settings.role_claim)
+        if not isinstance(role, str) or role not in ROLES:
+            log.info(
+                "bearer JWT refused for %s: claim %r is not admin, analyst or viewer",
+                subject,
+                self.settings.role_claim,
+            )
+            return None
+        # Like an API key's id: short, stable per user of this issuer, and no secret.
+        key_id = hashlib.sha256(f"{self.settings.issuer}\n{subject}".encode()).hexdigest()[:12]
+        return Identity(subject, role, key_id)
+
+
+class CallerVerifier(TokenVerifier):
+    """FastMCP's way in over HTTP: a bearer token is an API key first, then (with OAuth) a JWT."""
+
+    def __init__(self, keys: KeyRegistry, oauth: OAuthVerifier | None) -> None:
+        super().__init__()
+        self.keys = keys
+        self.oauth = oauth
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        token = token.strip()
+        identity = self.keys.resolve(token)
+        if identity is None and self.oauth is not None:
+            identity = await self.oauth.identify(token)
+        if identity is None:
+            return None
+        # The MCP SDK binds each stateful session to the client_id that opened it and answers 404
+        # "Session not found" to any other. The token field holds the key id: no secret is kept.
+        return AccessToken(
+            token=f"key:{identity.key_id}",
+            client_id=identity.key_id,
+            scopes=[identity.role],
+            claims={"user_id": identity.user_id, "role": identity.role},
+        )
+
+
+def identity_of(access: SDKAccessToken) -> Identity:
+    """The Identity a CallerVerifier put into an access token."""
+    claims = access.claims or {}
+    return Identity(claims["user_id"], claims["role"], access.client_id)
+
+
+def http_identity(scope: MutableMapping[str, Any]) -> Identity | None:
+    """The caller FastMCP's authentication middleware found for this HTTP request, if any."""
+    user = scope.get("user")
+    return identity_of(user.access_token) if isinstance(user, AuthenticatedUser) else None
 
 
 _current: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(

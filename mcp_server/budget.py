@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
@@ -67,13 +64,3 @@ class QuerySeconds:
             await self._charge(keys=[self._key(user_id)], args=[f"{seconds:.6f}", WINDOW_SECONDS * 1000])
         except Exception as error:  # noqa: BLE001
             log.warning("query seconds not charged", extra={"error": type(error).__name__})
-
-    @asynccontextmanager
-    async def spent(self, user_id: str) -> AsyncIterator[None]:
-        """Check before the block, then charge how long it ran (even when it failed)."""
-        await self.check(user_id)
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            await self.charge(user_id, time.perf_counter() - started)

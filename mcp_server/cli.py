@@ -1,4 +1,4 @@
-"""The `analytics-mcp` command: serve, seed, apikey, rotate-keys."""
+"""The `analytics-mcp` command: serve, seed (telecom or shop), apikey, rotate-keys."""
 
 from __future__ import annotations
 
@@ -27,32 +27,25 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole_number(low: int, high: int | None = None) -> Any:
+    """An argparse type: a whole number from `low` (to `high`), refused in one line otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
-    return value
-
+# Listen addresses that name no URL a client can use (compared with --host, never bound here).
+WILDCARDS = ("0.0.0.0", "::")  # noqa: S104
 
 _EPILOG = "Settings come from the environment (DATABASE_URL, REDIS_URL, API_KEYS, ...): see .env.example."
 
@@ -86,11 +79,29 @@ def build_parser() -> ArgumentParser:
         help="http: streamable HTTP for remote clients; stdio: one local client that starts the server",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (http only)")
-    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (http only)")
+    serve.add_argument(
+        "--port", type=_whole_number(1, 65535), default=8000, help="port to listen on (http only)"
+    )
 
     seed = command("seed", "create the schema and load deterministic synthetic data")
-    seed.add_argument("--customers", type=_positive_int, required=True, help="number of customers to make")
-    seed.add_argument("--seed", type=_seed, required=True, help="random seed: the same seed, the same data")
+    seed.add_argument(
+        "--dataset",
+        choices=["telecom", "shop"],
+        default="telecom",
+        help="telecom: the built-in demo tables; shop: the e-commerce demo in a source (schema shop, "
+        "the MySQL database, or <table>.parquet files)",
+    )
+    seed.add_argument("--source", default="main", help="shop only: the source to load (its write_url)")
+    seed.add_argument(
+        "--customers",
+        type=_whole_number(1),
+        help="number of customers to make (required for telecom; shop: 20000)",
+    )
+    seed.add_argument(
+        "--seed",
+        type=_whole_number(0),
+        help="random seed: the same seed, the same data (required for telecom; shop: 42)",
+    )
     seed.add_argument("--start-date", default="2024-01-01", help="first day of the data, YYYY-MM-DD")
     seed.add_argument("--end-date", default="2025-12-31", help="last day of the data, YYYY-MM-DD")
     seed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -150,11 +161,17 @@ def _apikey(parser: ArgumentParser, user: str, role: str) -> int:
 async def _seed_command(parser: ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
     from warehouse.generator import generate, make_plan
 
+    if args.dataset == "shop":
+        return await _seed_shop(parser, settings, args)
+    if args.customers is None or args.seed is None:
+        parser.error("the following arguments are required for the telecom dataset: --customers, --seed")
+    if args.source != "main":
+        parser.error("the telecom dataset loads into the built-in database only; leave out --source")
     try:
         plan = make_plan(args.customers, args.seed, args.start_date, args.end_date)
     except InvalidInput as error:
         parser.error(str(error))
-    from mcp_server.embedded import EmbeddedServices
+    from core.embedded import EmbeddedServices
     from warehouse.db import Database
 
     embedded = EmbeddedServices(settings.home) if settings.database_url is None else None
@@ -192,6 +209,55 @@ async def _seed_command(parser: ArgumentParser, settings: Settings, args: argpar
         )
     finally:
         await db.close()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+async def _seed_shop(parser: ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+    from warehouse.shop import DEFAULT_CUSTOMERS, DEFAULT_SEED, shop_plan
+    from warehouse.shop_store import load_shop
+    from warehouse.sources import MAIN, load_sources
+
+    try:
+        plan = shop_plan(
+            DEFAULT_CUSTOMERS if args.customers is None else args.customers,
+            DEFAULT_SEED if args.seed is None else args.seed,
+            args.start_date,
+            args.end_date,
+        )
+    except InvalidInput as error:
+        parser.error(str(error))
+    from core.embedded import EmbeddedServices
+
+    main_url = settings.database_url
+    embedded = EmbeddedServices(settings.home) if args.source == MAIN and main_url is None else None
+    if embedded is not None:
+        main_url = await asyncio.to_thread(embedded.start_postgres)
+    try:
+        source = load_sources(settings.sources_path, settings.sources_env, main_url=main_url).get(args.source)
+        bar = None
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=1, unit="row", unit_scale=True, desc="seeding shop", file=sys.stderr)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.set_postfix_str(stage)
+                bar.update(done - bar.n)
+
+        report = await load_shop(source, plan, progress=progress)
+        if bar is not None:
+            bar.close()
+        print(
+            f"loaded {report.counts['customers']:,} customers, {report.counts['orders']:,} orders, "
+            f"{report.rows:,} rows in all into source '{source.name}' in {report.seconds:.1f}s "
+            f"({report.rows / max(report.seconds, 1e-9):,.0f} rows/s); seed {plan.seed}, "
+            f"{plan.start_date} to {plan.end_date}"
+        )
+    finally:
         if embedded is not None:
             embedded.stop()
     return 0
@@ -276,7 +342,10 @@ async def _serve_async(settings: Settings, args: argparse.Namespace) -> int:
                 flush=True,
             )
         config = uvicorn.Config(
-            build_http_app(app),
+            # With OAuth the RFC 9728 metadata names PUBLIC_BASE_URL, else this address (not a wildcard).
+            build_http_app(
+                app, base_url=None if args.host in WILDCARDS else f"http://{args.host}:{args.port}"
+            ),
             host=args.host,
             port=args.port,
             log_config=None,

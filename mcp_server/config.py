@@ -256,6 +256,9 @@ class Settings:
     sources_path: Path | None = None  # ANALYTICS_MCP_SOURCES: the TOML file naming the data sources
     # The environment ${NAME} references in the sources file are read from (never logged or compared).
     sources_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # How often the sources file is re-read (SOURCES_POLL_SECONDS); other instances' edits arrive at once
+    # through Redis pub/sub (mcp_server/notices.py), so polling is the fallback when Redis is down.
+    sources_poll_seconds: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -325,6 +328,7 @@ class Settings:
             oauth=parse_oauth(env),
             sources_path=Path(sources) if (sources := env.get("ANALYTICS_MCP_SOURCES", "").strip()) else None,
             sources_env=dict(env),
+            sources_poll_seconds=_int(env, "SOURCES_POLL_SECONDS", 1, 1, 3600),
         )
 
     def with_changes(self, **changes: object) -> Settings:

@@ -12,16 +12,15 @@ from typing import Any
 import pydantic
 from fastmcp.exceptions import NotFoundError, PromptError, ResourceError, ToolError
 from fastmcp.exceptions import ValidationError as FastMCPValidationError
-from fastmcp.server.dependencies import get_http_headers
+from fastmcp.server.dependencies import get_access_token, get_http_request
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 
 from core.errors import AnalyticsError, Forbidden, NotFound, Timeout
 from mcp_server import logs
 from mcp_server.app import POSTGRES_DOWN, REDIS_DOWN
-from mcp_server.auth import Identity, KeyRegistry, bind_identity, require_role, reset_identity
+from mcp_server.auth import Identity, bind_identity, identity_of, require_role, reset_identity
 from mcp_server.calls import CallInfo, bind_call, current_call, reset_call
 from mcp_server.config import Role
-from mcp_server.oauth import OAuthVerifier, resolve_identity
 from warehouse.shares import bind_owner, reset_owner
 
 log = logging.getLogger(__name__)
@@ -60,19 +59,19 @@ class Identify(Middleware):
     """Resolves the caller (API key or OAuth token over HTTP; the local identity over stdio) and binds
     the call (request id, identity, connection share owner) for everything inside it."""
 
-    def __init__(
-        self, keys: KeyRegistry, oauth: OAuthVerifier | None, local_identity: Identity | None, roles: Roles
-    ) -> None:
-        self.keys = keys
-        self.oauth = oauth
+    def __init__(self, local_identity: Identity | None, roles: Roles) -> None:
         self.local_identity = local_identity
         self.roles = roles
 
-    async def identify(self) -> Identity | None:
-        headers = get_http_headers(include={"authorization"})
-        if headers:
-            return await resolve_identity(self.keys, self.oauth, headers)
-        return self.local_identity
+    def identify(self) -> Identity | None:
+        access = get_access_token()  # set by FastMCP's authentication over HTTP (CallerVerifier)
+        if access is not None:
+            return identity_of(access)
+        try:
+            get_http_request()
+        except RuntimeError:
+            return self.local_identity  # stdio or in memory: FastMCP does not authenticate
+        return None
 
     async def _bound(self, call: CallInfo, context: MiddlewareContext[Any], call_next: Any) -> Any:
         identity = call.identity
@@ -94,7 +93,7 @@ class Identify(Middleware):
     async def _called(
         self, kind: str, name: str, arguments: dict[str, Any], context: Any, call_next: Any
     ) -> Any:
-        call = CallInfo(uuid.uuid4().hex[:16], kind, name, await self.identify(), arguments)
+        call = CallInfo(uuid.uuid4().hex[:16], kind, name, self.identify(), arguments)
         call.declared = (kind, name) in self.roles
         return await self._bound(call, context, call_next)
 
@@ -113,7 +112,7 @@ class Identify(Middleware):
         return await self._called("prompt", message.name, dict(message.arguments or {}), context, call_next)
 
     async def _listed(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        call = CallInfo(uuid.uuid4().hex[:16], "list", context.method or "list", await self.identify())
+        call = CallInfo(uuid.uuid4().hex[:16], "list", context.method or "list", self.identify())
         return await self._bound(call, context, call_next)
 
     on_list_tools = on_list_resources = on_list_resource_templates = on_list_prompts = _listed

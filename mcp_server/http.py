@@ -1,4 +1,5 @@
-"""The HTTP face: MCP at /mcp behind API-key auth (401 before any MCP handling), /health and /metrics."""
+"""The HTTP face: MCP at /mcp behind FastMCP's auth (our CallerVerifier; 401 before any MCP handling),
+/health and /metrics."""
 
 from __future__ import annotations
 
@@ -8,76 +9,81 @@ import logging
 from importlib import resources
 from typing import Any
 
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
+from fastmcp.server.auth import RemoteAuthProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.datastructures import URL
 from starlette.middleware import Middleware as StarletteMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from console import add_routes as add_console_routes
 from mcp_server.app import App
-from mcp_server.config import Settings
+from mcp_server.audit import Auditor
+from mcp_server.auth import CallerVerifier, Identity, http_identity
+from mcp_server.config import ConfigError
 from mcp_server.limits import RequestLimits
-from mcp_server.oauth import METADATA_PATH, protected_resource_metadata, resolve_identity, www_authenticate
 from mcp_server.observability import refresh_gauges
-from mcp_server.runtime import Runtime
 from mcp_server.urls import PLOTLY_JS_PATH
 
 log = logging.getLogger(__name__)
 
+MCP_PATH = "/mcp"
+# RFC 9728 section 3.1: the well-known prefix, then the resource's path (FastMCP serves it).
+METADATA_PATH = "/.well-known/oauth-protected-resource" + MCP_PATH
 
-class ApiKeyMiddleware:
-    """Refuses MCP requests without a valid key or OAuth token with 401, before the MCP layer sees them."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime, mcp_path: str = "/mcp") -> None:
+class Credentials:
+    """Outermost ASGI layer. FastMCP reads only `Authorization: Bearer`, so an `X-API-Key` is passed on
+    as one; every /mcp request's authentication is audited; FastMCP's 401 gets our one-line JSON body
+    and a challenge with our realm (and, with OAuth, where the protected-resource metadata is)."""
+
+    def __init__(self, app: ASGIApp, auditor: Auditor, challenge: str, detail: str) -> None:
         self.app = app
-        self.runtime = runtime
-        self.mcp_path = mcp_path
+        self.auditor = auditor
+        self.challenge = challenge.encode("latin-1", "replace")
+        self.body = json.dumps({"error": "unauthorized", "detail": detail}).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.mcp_path):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        identity = await resolve_identity(self.runtime.keys, self.runtime.oauth, headers)
+        headers = scope["headers"]
+        if not any(name.lower() == b"authorization" for name, _ in headers):
+            key = next((value for name, value in headers if name.lower() == b"x-api-key"), b"")
+            if key.strip():
+                scope = {**scope, "headers": [*headers, (b"authorization", b"Bearer " + key.strip())]}
+        if not scope["path"].startswith(MCP_PATH):
+            await self.app(scope, receive, send)
+            return
+        refused = False
+
+        async def answer(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start":
+                refused = message["status"] == 401
+                await self._audit(None if refused else http_identity(scope), scope)
+                if refused:
+                    message = {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"www-authenticate", self.challenge),
+                        ],
+                    }
+            elif message["type"] == "http.response.body" and refused:
+                if message.get("more_body", False):
+                    return  # FastMCP's own body is replaced by ours, sent with its last part
+                message = {"type": "http.response.body", "body": self.body}
+            await send(message)
+
+        await self.app(scope, receive, answer)
+
+    async def _audit(self, identity: Identity | None, scope: Scope) -> None:
         try:
-            await self.runtime.services.auditor.authentication(identity, scope)
+            await self.auditor.authentication(identity, scope)
         except Exception:  # noqa: BLE001 - the audit trail must not block authentication
             log.exception("auditing an authentication failed")
-        if identity is None:
-            detail = "send a valid key as X-API-Key or Authorization: Bearer"
-            if self.runtime.oauth is not None:
-                detail += ", or an OAuth access token (see WWW-Authenticate's resource_metadata)"
-            body = json.dumps({"error": "unauthorized", "detail": detail}).encode()
-            challenge = www_authenticate(self.runtime.oauth, request_base_url(self.runtime.settings, scope))
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"www-authenticate", challenge.encode("latin-1", "replace")),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        # The MCP SDK binds each stateful session to the user that opened it and answers 404 "Session
-        # not found" to any other: so another key can neither use nor DELETE a session id it learned.
-        scope["user"] = AuthenticatedUser(
-            AccessToken(token=f"key:{identity.key_id}", client_id=identity.key_id, scopes=[identity.role])
-        )
-        await self.app(scope, receive, send)
-
-
-def request_base_url(settings: Settings, scope: Scope) -> str:
-    """PUBLIC_BASE_URL, else the scheme and Host of the request (quotes dropped: it goes in a header)."""
-    if settings.public_base_url:
-        return settings.public_base_url
-    url = URL(scope=scope)
-    return f"{url.scheme}://{url.netloc}".replace('"', "")
 
 
 @functools.cache
@@ -86,8 +92,28 @@ def _plotly_min_js() -> bytes:
     return (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
 
 
-def build_http_app(app: App) -> Any:
+def build_http_app(app: App, base_url: str | None = None) -> Any:
+    """The ASGI app. `base_url` is where this server is reached when PUBLIC_BASE_URL is not set; with
+    OAuth it names the protected resource in the RFC 9728 metadata."""
     runtime = app.runtime
+    verifier = CallerVerifier(runtime.keys, runtime.oauth)
+    challenge = 'Bearer realm="analytics-mcp"'
+    detail = "send a valid key as X-API-Key or Authorization: Bearer"
+    if runtime.oauth is None:
+        app.mcp.auth = verifier
+    else:
+        base_url = runtime.settings.public_base_url or base_url
+        if base_url is None:
+            raise ConfigError("OAuth needs PUBLIC_BASE_URL (the URL clients reach /mcp at) on this address")
+        app.mcp.auth = RemoteAuthProvider(
+            verifier,
+            # A str, not AnyHttpUrl: the metadata document then names the issuer exactly as configured.
+            [runtime.oauth.settings.issuer],  # type: ignore[list-item]
+            base_url,
+            resource_name="analytics-mcp",
+        )
+        challenge += f', resource_metadata="{base_url.rstrip("/")}{METADATA_PATH}"'
+        detail += ", or an OAuth access token (see WWW-Authenticate's resource_metadata)"
 
     @app.mcp.custom_route("/health", methods=["GET"], include_in_schema=False)
     async def health(request: Request) -> Response:
@@ -108,10 +134,7 @@ def build_http_app(app: App) -> Any:
     async def metrics(request: Request) -> Response:
         # Any valid key may scrape (give the scraper its own viewer key): the series count calls per
         # tool and dependency, never per user. METRICS_PUBLIC=true lifts this for a private network.
-        if (
-            not runtime.settings.metrics_public
-            and await resolve_identity(runtime.keys, runtime.oauth, request.headers) is None
-        ):
+        if not runtime.settings.metrics_public and http_identity(request.scope) is None:
             return JSONResponse(
                 {
                     "error": "unauthorized",
@@ -119,11 +142,7 @@ def build_http_app(app: App) -> Any:
                     "(or METRICS_PUBLIC=true on a private network)",
                 },
                 status_code=401,
-                headers={
-                    "www-authenticate": www_authenticate(
-                        runtime.oauth, request_base_url(runtime.settings, request.scope)
-                    )
-                },
+                headers={"www-authenticate": challenge},
             )
         await refresh_gauges(runtime)
         return Response(generate_latest(runtime.metrics), media_type=CONTENT_TYPE_LATEST)
@@ -138,20 +157,9 @@ def build_http_app(app: App) -> Any:
             headers={"cache-control": "public, max-age=31536000, immutable"},
         )
 
-    if runtime.oauth is not None:
-        oauth = runtime.oauth
+    add_console_routes(app)  # /api/v1 (read API) and /console (operator pages): console/__init__.py
 
-        @app.mcp.custom_route(METADATA_PATH, methods=["GET"], include_in_schema=False)
-        async def protected_resource(request: Request) -> Response:
-            # Public (RFC 9728): an OAuth client reads it after a 401 to learn which issuer to ask.
-            return JSONResponse(
-                protected_resource_metadata(oauth, request_base_url(runtime.settings, request.scope)),
-                headers={"cache-control": "public, max-age=3600", "access-control-allow-origin": "*"},
-            )
-
-    # 401 first, then 413 (body size) and 429 (rate limit) before MCP sees the request.
-    middleware = [
-        StarletteMiddleware(ApiKeyMiddleware, runtime=runtime),
-        StarletteMiddleware(RequestLimits, runtime=runtime),
-    ]
-    return app.mcp.http_app(path="/mcp", middleware=middleware)
+    # FastMCP's authentication runs first (a request without a valid key or token gets 401 before MCP
+    # sees it); then 413 (body size) and 429 (rate limit).
+    http = app.mcp.http_app(path=MCP_PATH, middleware=[StarletteMiddleware(RequestLimits, runtime=runtime)])
+    return Credentials(http, runtime.services.auditor, challenge, detail)

@@ -13,8 +13,8 @@ from fastmcp.server.middleware import Middleware, MiddlewareContext
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import InvalidInput
+from mcp_server.auth import http_identity
 from mcp_server.calls import current_call
-from mcp_server.oauth import resolve_identity
 from mcp_server.runtime import Runtime
 
 MAX_NESTING = 64  # deeper arguments are refused before anything walks them recursively
@@ -113,27 +113,20 @@ COUNTED_METHODS = frozenset(
 )
 
 
-def _calls_a_tool(body: bytes) -> bool:
-    """Does the body hold a call the rate limit counts (a tool, resource, prompt or list)?"""
+def _counted_call(body: bytes) -> tuple[bool, Any]:
+    """Does the body hold a call the rate limit counts (a tool, resource, prompt or list)? And the id
+    of a single JSON-RPC request, so the client matches a refusal to it (else None)."""
     if not any(method.encode() in body for method in COUNTED_METHODS):
-        return False
+        return False, None
     try:
         message = json.loads(body)
     except ValueError:
-        return False  # not JSON: the MCP layer answers that itself
+        return False, None  # not JSON: the MCP layer answers that itself
     except RecursionError:
         raise _TooDeep from None
     messages = message if isinstance(message, list) else [message]
-    return any(isinstance(m, dict) and m.get("method") in COUNTED_METHODS for m in messages)
-
-
-def _request_id(body: bytes) -> Any:
-    """The id of a single JSON-RPC request, so the client matches the refusal to it (else null)."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return message.get("id") if isinstance(message, dict) else None
+    counted = any(isinstance(m, dict) and m.get("method") in COUNTED_METHODS for m in messages)
+    return counted, message.get("id") if isinstance(message, dict) else None
 
 
 class RequestLimits:
@@ -153,6 +146,10 @@ class RequestLimits:
             or scope["method"] != "POST"
             or not scope["path"].startswith(self.mcp_path)
         ):
+            await self.app(scope, receive, send)
+            return
+        identity = http_identity(scope)
+        if identity is None:  # FastMCP's authentication answers 401 first
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -175,15 +172,14 @@ class RequestLimits:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        identity = await resolve_identity(self.runtime.keys, self.runtime.oauth, headers)
         try:
-            calls_a_tool = identity is not None and _calls_a_tool(body)
+            calls_a_tool, request_id = _counted_call(body)
         except _TooDeep:
             detail = f"request JSON is nested too deeply; arguments may nest at most {MAX_NESTING} levels"
             for message in _json_response(400, "invalid_request", detail, []):
                 await send(message)
             return
-        if calls_a_tool and identity is not None:
+        if calls_a_tool:
             limiter = self.runtime.services.rate_limiter
             retry_after = await limiter.retry_after(identity.key_id)
             if retry_after is not None:
@@ -195,7 +191,7 @@ class RequestLimits:
                     "rate_limited",
                     error.message,
                     [(b"retry-after", seconds.encode())],
-                    _request_id(body),
+                    request_id,
                     retry_after=int(seconds),
                 ):
                     await send(message)

@@ -24,7 +24,6 @@ from mcp_server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_LENGTH = 36
 PERCENTILES = (50, 95, 99)
 
 
@@ -62,15 +61,8 @@ def latency_percentiles(durations: Histogram) -> dict[str, dict[str, float | int
 
 
 async def count_sessions(runtime: Runtime) -> int:
-    """Live sessions: the `session:{uuid}` hashes (data values and index sets are other keys)."""
-    base = runtime.key("session", "")
-    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in base) + "*"
-    count = 0
-    async for raw in runtime.redis.scan_iter(match=pattern, count=1000, _type="HASH"):
-        tail = raw.decode("utf-8", "replace")[len(base) :]
-        if len(tail) == SESSION_ID_LENGTH and ":" not in tail:
-            count += 1
-    return count
+    """Live sessions in Redis (a SCAN over the session hashes)."""
+    return sum([1 async for _ in runtime.services.session_store.live_session_ids()])
 
 
 def _pool_waiters(pool: Any) -> int:

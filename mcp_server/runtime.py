@@ -12,20 +12,21 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from core import tracing
+from core.embedded import EmbeddedServices, local_admin_key, local_session_key
 from core.errors import Unavailable
-from mcp_server import tracing
-from mcp_server.auth import Identity, KeyRegistry
+from mcp_server.auth import Identity, KeyRegistry, OAuthVerifier
 from mcp_server.config import ApiKeyEntry, ConfigError, Settings, digest_key
-from mcp_server.embedded import EmbeddedServices, local_admin_key, local_session_key
-from mcp_server.oauth import OAuthVerifier
-from mcp_server.services import Services
+from mcp_server.notices import SourceNotices
+from mcp_server.services import Services, source_pages
 from warehouse import sqlguard
 from warehouse.db import Database
 from warehouse.demo_exports import with_demo_exports
+from warehouse.demo_shop import demo_shop_source, seed_demo_shop, with_demo_shop
 from warehouse.engines.active import ActiveSources
 from warehouse.generator import generate, make_plan
 from warehouse.profiles import Profiler
-from warehouse.sources import Registry, load_sources
+from warehouse.sources import Registry, Source, load_sources
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class Runtime:
     sources: ActiveSources = field(default_factory=lambda: ActiveSources(Registry({})))
     # Profiles the sources' tables in the background and on refresh_source (warehouse/profiles.py).
     profiler: Profiler | None = None
+    # Tells the other instances of this deployment about source changes and hears theirs (Redis pub/sub).
+    notices: SourceNotices | None = None
     # Built with the runtime (a copy made by dataclasses.replace gets its own): stores, limiters, the
     # background writers, caches and the chart pool.
     services: Services = field(init=False)
@@ -93,6 +96,8 @@ class Runtime:
             log.warning("closing the services failed (%s)", type(error).__name__)
         if self.tracer_provider is not None:  # after the writers, whose last writes are traced too
             await tracing.stop(self.tracer_provider)
+        if self.notices is not None:
+            await self.notices.close()
         if self.profiler is not None:
             await self.profiler.close()
         await self.sources.close()
@@ -182,8 +187,9 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
             embedded.stop()
         raise
     try:
-        runtime.tracer_provider = tracing.start(settings)
+        runtime.tracer_provider = tracing.start(settings.otel_endpoint)
         await db.apply_schema()
+        await db.watch_data_version()  # caches learn data changes from notifications, not a read per call
         # Which functions agent queries may call: this server's built-ins plus QUERY_ALLOWED_FUNCTIONS.
         sqlguard.use_function_policy(
             sqlguard.FunctionPolicy(await db.builtin_functions(), settings.query_allowed_functions)
@@ -192,10 +198,14 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
             await asyncio.wait_for(runtime.redis.ping(), timeout=5)
         except Exception as error:
             raise Unavailable(f"Redis does not answer ({type(error).__name__}); check REDIS_URL") from error
-        runtime.sources = await start_sources(settings, database_url)
+        shop = None
+        if seed_demo and settings.database_url is None and settings.sources_path is None:
+            shop = await start_demo_shop(db, database_url)
+        runtime.sources = await start_sources(settings, database_url, shop=shop)
         runtime.profiler = Profiler(db, runtime.sources)
         runtime.sources.on_started = runtime.profiler.schedule
         runtime.profiler.schedule(runtime.sources.registry.names)  # in the background: never in the way
+        runtime.notices = start_notices(runtime)
         if seed_demo and settings.database_url is None and await db.row_count("customers") == 0:
             log.info(
                 "loading demo data",
@@ -210,13 +220,59 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
     return runtime
 
 
-async def start_sources(settings: Settings, database_url: str) -> ActiveSources:
+async def start_demo_shop(db: Database, database_url: str) -> Source:
+    """The demo shop in schema `shop` of the embedded database (loaded when absent) as the source `shop`."""
+    loaded = await seed_demo_shop(db, database_url)
+    if loaded is not None:
+        log.info("demo shop loaded", extra={"rows": loaded.rows, "seconds": round(loaded.seconds, 2)})
+    return await demo_shop_source(db, database_url)
+
+
+async def start_sources(
+    settings: Settings, database_url: str, *, shop: Source | None = None
+) -> ActiveSources:
     """The registry of ANALYTICS_MCP_SOURCES (a bad entry raises SourceConfigError, one line) with its
-    engines started and the file watched; without a file, on the embedded default, the demo `exports`."""
+    engines started and the file watched; without a file, on the embedded default, the demo `exports`
+    (and `shop`, when the caller loaded it: start_demo_shop)."""
     registry = load_sources(settings.sources_path, settings.sources_env, main_url=database_url)
     if settings.sources_path is None and settings.database_url is None:
         registry = await asyncio.to_thread(with_demo_exports, registry, settings.home, settings.demo_seed)
-    sources = await ActiveSources.start(registry)
+        if shop is not None:
+            registry = with_demo_shop(registry, shop)
+    sources = await ActiveSources.start(registry, settings.query_allowed_functions)
     if settings.sources_path is not None:
-        sources.watch(settings.sources_path, settings.sources_env)
+        sources.watch(settings.sources_path, settings.sources_env, interval=settings.sources_poll_seconds)
     return sources
+
+
+def start_notices(runtime: Runtime) -> SourceNotices:
+    """Source notices on `<REDIS_KEY_PREFIX>sources`: a valid sources file edit this instance reads is told to
+    the others, which re-read their own file at once; a refreshed source's cached pages are dropped."""
+    sources = runtime.sources
+    cache = runtime.services.catalog_cache
+    announced: set[str] = set()  # digests another instance already told everyone about
+
+    def sources_changed(digest: str | None) -> None:
+        if digest is not None:
+            announced.clear()
+            announced.add(digest)
+        if sources.watching and digest != sources.registry.digest:
+            sources.recheck()
+
+    def file_changed(registry: Registry) -> None:
+        if registry.digest not in announced:  # not the file a notice just made this instance re-read
+            notices.send_sources_changed(registry.digest)
+
+    async def profiles_refreshed(source: str | None) -> None:
+        if source is not None and source in sources.registry:
+            await cache.forget(source_pages(source))
+
+    notices = SourceNotices(
+        runtime.redis,
+        runtime.key("sources"),
+        on_sources_changed=sources_changed,
+        on_profiles_refreshed=profiles_refreshed,
+    )
+    sources.on_file_changed = file_changed
+    notices.start()
+    return notices

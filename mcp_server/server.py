@@ -28,7 +28,7 @@ def build_app(runtime: Runtime, local_identity: Identity | None = None) -> App:
     # Outermost first. Audit and metrics see every outcome, refusals included; a call spends its rate
     # limit only once its role is checked, and does no work before the limits pass.
     middleware: list[Middleware] = [
-        Identify(runtime.keys, runtime.oauth, local_identity, app.roles),
+        Identify(local_identity, app.roles),
         AuditTrail(services.auditor),
         RecordMetrics(runtime.metrics, [name for kind, name in app.roles if kind == "tool"]),
         ShapeErrors(app.roles),

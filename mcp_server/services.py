@@ -7,7 +7,7 @@ are stopped, with what they hold written, when the runtime closes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +15,9 @@ import cachetools
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from core.batching import BatchWriter
+from mcp_server import metrics
 from mcp_server.audit import Auditor
-from mcp_server.batching import BatchWriter, WriterMetrics
 from mcp_server.budget import QuerySeconds
 from mcp_server.chartpool import ChartPool
 from mcp_server.config import Settings
@@ -55,6 +56,48 @@ class CatalogCache:
     async def clear(self) -> None:
         if self._pages is not None:
             self._pages.clear()
+
+    async def forget(self, prefix: str) -> None:
+        """Drop the pages whose key starts with `prefix` (a refreshed source's, see `source_pages`)."""
+        if self._pages is not None:
+            for key in [key for key in list(self._pages) if key.startswith(prefix)]:
+                self._pages.pop(key, None)
+
+
+def source_pages(source: str) -> str:
+    """The key prefix of a data source's cached schema pages (followed by the sources file's digest)."""
+    return f"source:{source}:"
+
+
+class WriterMetrics:
+    """The background writers' state as Prometheus series, brought up to date at each scrape."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queued = metrics.gauge(
+            registry, "analytics_mcp_writer_queued_items", "Items waiting in a background writer", ("writer",)
+        )
+        self.failing = metrics.gauge(
+            registry, "analytics_mcp_writer_failing", "1 while a background writer's writes fail", ("writer",)
+        )
+        self.failures = metrics.counter(
+            registry, "analytics_mcp_writer_failures_total", "Failed batch writes (each retried)", ("writer",)
+        )
+        self.dropped = metrics.counter(
+            registry, "analytics_mcp_writer_dropped_total", "Items a background writer dropped", ("writer",)
+        )
+        self._counted: dict[tuple[str, str], int] = {}
+
+    def _advance(self, counter: Any, name: str, kind: str, total: int) -> None:
+        # Prometheus counters only go up: add what the writer counted since the last scrape.
+        counter.labels(writer=name).inc(max(0, total - self._counted.get((name, kind), 0)))
+        self._counted[(name, kind)] = total
+
+    def refresh(self, writers: Iterable[BatchWriter[Any]]) -> None:
+        for writer in writers:
+            self.queued.labels(writer=writer.name).set(writer.queued)
+            self.failing.labels(writer=writer.name).set(0 if writer.failing_since is None else 1)
+            self._advance(self.failures, writer.name, "failures", writer.failures)
+            self._advance(self.dropped, writer.name, "dropped", writer.dropped)
 
 
 @dataclass

@@ -66,6 +66,16 @@ CREATE TABLE IF NOT EXISTS mcp_internal.data_version (
     loaded_at   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 INSERT INTO mcp_internal.data_version (id, version) VALUES (TRUE, 0) ON CONFLICT (id) DO NOTHING;
+-- Whoever bumps the version (a load, reset_data, another instance, an operator) tells every instance
+-- in the same transaction: PostgreSQL delivers the notice at commit (warehouse/versions.py listens).
+CREATE OR REPLACE FUNCTION mcp_internal.data_version_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('analytics_mcp_data_version', NEW.version::text);
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER data_version_notify AFTER INSERT OR UPDATE ON mcp_internal.data_version
+    FOR EACH ROW EXECUTE FUNCTION mcp_internal.data_version_notify();
 
 CREATE TABLE IF NOT EXISTS mcp_internal.query_log (
     id           BIGSERIAL PRIMARY KEY,
@@ -80,6 +90,9 @@ CREATE TABLE IF NOT EXISTS mcp_internal.query_log (
 CREATE INDEX IF NOT EXISTS idx_query_log_logged_at ON mcp_internal.query_log (logged_at);
 -- The data source the query ran on (ANALYTICS_MCP_SOURCES); `main` is the built-in database.
 ALTER TABLE mcp_internal.query_log ADD COLUMN IF NOT EXISTS source TEXT NOT NULL DEFAULT 'main';
+-- The query with its literals shown as ? (identifiers and aliases kept): what the operator console shows.
+ALTER TABLE mcp_internal.query_log ADD COLUMN IF NOT EXISTS query_text TEXT;
+CREATE INDEX IF NOT EXISTS idx_query_log_user_logged_at ON mcp_internal.query_log (user_id, logged_at);
 
 CREATE TABLE IF NOT EXISTS mcp_internal.audit_log (
     id           BIGSERIAL PRIMARY KEY,

@@ -63,7 +63,7 @@ def pg_admin_url(embedded_home: Path) -> Any:
     if _reachable("127.0.0.1", 5432):
         yield "postgresql://postgres@127.0.0.1:5432/postgres"
         return
-    from mcp_server.embedded import EmbeddedServices
+    from core.embedded import EmbeddedServices
 
     services = EmbeddedServices(embedded_home / "pg")
     yield services.start_postgres()
@@ -91,7 +91,7 @@ def redis_url(embedded_home: Path) -> Any:
     if _reachable("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
-    from mcp_server.embedded import EmbeddedServices
+    from core.embedded import EmbeddedServices
 
     services = EmbeddedServices(embedded_home / "redis")
     yield services.start_redis()

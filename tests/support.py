@@ -28,3 +28,24 @@ async def refusal(client: Client, tool: str, **arguments: Any) -> str:
 
 def error_text(result: Any) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+async def version_heard(runtime: Any, version: int | None = None) -> int:
+    """Wait until `runtime` uses `version` (default: the row's version now): a change another
+    connection commits reaches each instance as a notification, an instant after the commit."""
+    import asyncio
+
+    if version is None:
+        async with runtime.db.connection() as conn:
+            version = int(await conn.fetchval("SELECT version FROM mcp_internal.data_version"))
+    async with asyncio.timeout(10):
+        while await runtime.db.data_version() != version:
+            await asyncio.sleep(0.005)
+    return version
+
+
+async def bump_version(runtime: Any) -> int:
+    """Bump the data version as a load elsewhere would (a bare UPDATE), and wait until `runtime` heard."""
+    async with runtime.db.connection() as conn:
+        version = await conn.fetchval("UPDATE mcp_internal.data_version SET version = version + 1 RETURNING version")
+    return await version_heard(runtime, int(version))

@@ -48,7 +48,7 @@ from analytics.trend import trend_from_buckets
 from core.errors import InvalidInput, Timeout
 from warehouse import sql
 from warehouse.catalog import describe_tables
-from warehouse.db import Database
+from warehouse.db import ANALYTICS_TABLES, Database
 
 STATEMENT_TIMEOUT_SECONDS = 120.0
 CUSTOMERS_JOIN = "JOIN customers c ON c.customer_id = e.customer_id"
@@ -359,6 +359,11 @@ def column_kind(data_type: str) -> str:
 
 async def describe_table(db: Database, parameters: DescribeParameters) -> Outcome:
     """Per-column summaries of one analytics table, each computed by its own statement, run concurrently."""
+    if parameters.table not in ANALYTICS_TABLES:  # any name is a valid table of a source, not here
+        raise InvalidInput(
+            f"parameter 'table' of describe must be one of {', '.join(ANALYTICS_TABLES)}; "
+            f"got {parameters.table[:60]!r}"
+        )
     (table,) = await describe_tables(db, [parameters.table])
     known = {column.name: column for column in table.columns}
     names = list(dict.fromkeys(parameters.columns)) if parameters.columns else list(known)

@@ -17,6 +17,7 @@ from core.errors import Forbidden, Unavailable
 from warehouse import copy, sql
 from warehouse.generator import Dataset
 from warehouse.shares import Shares, current_owner
+from warehouse.versions import VersionWatch
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._read_pool: asyncpg.Pool | None = None
         self._query_pool: asyncpg.Pool | None = None
+        # The data version as notified (warehouse/versions.py), once watch_data_version has run.
+        self.versions: VersionWatch | None = None
 
     async def start(self) -> None:
         try:
@@ -130,6 +133,9 @@ class Database:
         return pool
 
     async def close(self) -> None:
+        if self.versions is not None:
+            await self.versions.close()
+            self.versions = None
         for pool in (self._query_pool, self._read_pool, self._pool):
             if pool is not None:
                 try:
@@ -281,12 +287,23 @@ class Database:
         async with self.connection(read=read) as conn:
             return await _bounded(conn.fetchrow(sql.load(name), *args, timeout=NAMED_QUERY_TIMEOUT))
 
+    async def watch_data_version(self) -> None:
+        """Learn the data version from notifications from now on (after apply_schema: the trigger
+        that sends them is in the schema). Not with a read replica: its rows (and so the data the
+        queries see) may lag behind a notification from the primary, so there it is read per call."""
+        if self.versions is None and self.read_url is None:
+            self.versions = VersionWatch(self.url, connect_timeout=self.connect_timeout)
+            await self.versions.start()
+
     async def data_version(self, conn: asyncpg.Connection | None = None) -> int:
         """Bumped by every data load; caches key on it so regenerated data is never served stale.
 
-        Read from PostgreSQL on every call (the row is the truth, whoever bumps it), in one round trip:
-        on `conn` when the caller holds one already, else on a pooled connection; the
-        statement is prepared once per connection."""
+        The version the listener last heard of (warehouse/versions.py: no round trip), whoever bumped
+        it; while it is not listening, read from PostgreSQL in one round trip: on `conn` when the
+        caller holds one already, else on a pooled connection."""
+        known = self.versions.current if self.versions is not None else None
+        if known is not None:
+            return known
         if conn is not None:
             return await _read_version(conn)
         async with self.connection(read=True) as pooled:
@@ -326,14 +343,15 @@ class Database:
             await conn.execute(sql.load("schema"))
             report("indexes", 0)
             plan = data.plan
-            await conn.execute(
+            version = await conn.fetchval(
                 "UPDATE mcp_internal.data_version SET version = version + 1, seed = $1, "
-                "customers = $2, start_date = $3, end_date = $4, loaded_at = now()",
+                "customers = $2, start_date = $3, end_date = $4, loaded_at = now() RETURNING version",
                 plan.seed,
                 plan.customers,
                 plan.start_date,
                 plan.end_date,
             )
+        self._saw_version(version)
         async with self.connection() as conn:
             await conn.execute("ANALYZE customers, network_events, revenue")
         return LoadReport(
@@ -342,6 +360,29 @@ class Database:
             counts["revenue"],
             time.perf_counter() - started,
         )
+
+    async def clear_data(self) -> dict[str, tuple[int, int]]:
+        """Empty the analytics tables (reset_data): each table's row count before and after; the data
+        version is bumped like a load, so nothing derived from the old rows is served."""
+
+        async def counts(conn: asyncpg.Connection) -> dict[str, int]:
+            return {t: int(await conn.fetchval(f'SELECT count(*) FROM "{t}"')) for t in ANALYTICS_TABLES}
+
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+            before = await counts(conn)
+            await conn.execute("TRUNCATE customers, network_events, revenue")
+            version = await conn.fetchval(
+                "UPDATE mcp_internal.data_version SET version = version + 1, loaded_at = now() RETURNING version"
+            )
+            after = await counts(conn)
+        self._saw_version(version)
+        return {table: (before[table], after[table]) for table in ANALYTICS_TABLES}
+
+    def _saw_version(self, version: int) -> None:
+        """A version this instance committed: its own next calls use it without waiting for the notice."""
+        if self.versions is not None:
+            self.versions.saw(int(version))
 
     async def row_count(self, table: str) -> int:
         if table not in ANALYTICS_TABLES:

@@ -39,6 +39,7 @@ from warehouse.sqlguard import (
     FunctionPolicy,
     bind_placeholders,
     function_policy,
+    masked,
     normalised,
     table_aliases,
     validate_select,
@@ -700,6 +701,8 @@ class QueryLogEntry:
     outcome: str
     cached: bool = False
     source: str = "main"  # the data source it ran on
+    # The query with its literals shown as ? (sqlguard.masked): no value, bound or written, is kept.
+    query_text: str | None = None
 
     @classmethod
     def of(
@@ -716,7 +719,22 @@ class QueryLogEntry:
     ) -> QueryLogEntry:
         """`known_hash`: query_hash(query) when the caller has it already (saves parsing the query again)."""
         digest = known_hash or query_hash(query)
-        return cls(user_id, digest, float(duration_ms), row_count, outcome, cached, source)
+        return cls(
+            user_id, digest, float(duration_ms), row_count, outcome, cached, source, masked_text(query)
+        )
+
+
+# The longest query text the query log keeps (longer texts are cut, ending in ...).
+LOGGED_TEXT_CHARS = 4_000
+
+
+def masked_text(query: str) -> str | None:
+    """The query as the query log shows it: literals hidden; None when it does not scan as SQL."""
+    try:
+        text = masked(query)
+    except AnalyticsError:
+        return None
+    return text if len(text) <= LOGGED_TEXT_CHARS else text[: LOGGED_TEXT_CHARS - 3] + "..."
 
 
 async def write_query_log(db: Database, entries: Sequence[QueryLogEntry]) -> None:
@@ -727,7 +745,16 @@ async def write_query_log(db: Database, entries: Sequence[QueryLogEntry]) -> Non
         await conn.executemany(
             sql.load("query_log_insert"),
             [
-                (e.user_id, e.query_hash, e.duration_ms, e.row_count, e.outcome, e.cached, e.source)
+                (
+                    e.user_id,
+                    e.query_hash,
+                    e.duration_ms,
+                    e.row_count,
+                    e.outcome,
+                    e.cached,
+                    e.source,
+                    e.query_text,
+                )
                 for e in entries
             ],
             timeout=10,

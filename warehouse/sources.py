@@ -9,6 +9,7 @@ in-flight query) finishes on the definition it started with. Secrets live only i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.errors import NotFound
 from warehouse.descriptions import DescriptionsError, read_descriptions
+from warehouse.models.spec import DIALECT_OF_KIND, MetricModel, ModelError, load_model, shipped_model
+from warehouse.models.spec import SHIPPED as SHIPPED_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,8 @@ class Source(BaseModel):
     tables: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     schemas: tuple[str, ...] = ()  # postgresql: the schemas read, first is the default; mysql: its database
-    model: str | None = None  # the model that writes descriptions for this source (a later issue)
+    model: str | None = None  # the metric model as the TOML names it: telecom, shop or a YAML path
+    metric_model: MetricModel | None = None  # that model, loaded and validated (warehouse/models)
     write_url: SecretStr | None = None
     max_concurrent: int = DEFAULT_MAX_CONCURRENT  # queries in flight at once; more wait, then are refused
     descriptions: Path | None = None  # the operator's YAML of table and column descriptions (validated)
@@ -206,6 +210,11 @@ class Registry:
         return source
 
 
+def is_source_name(name: str) -> bool:
+    """Whether `name` follows the rule of [sources.NAME] (or is the built-in `main`)."""
+    return name == MAIN or _NAME.fullmatch(name) is not None
+
+
 def main_source(url: str) -> Source:
     """The built-in database (DATABASE_URL, the telecom demo) as the source `main`."""
     return Source(
@@ -216,6 +225,8 @@ def main_source(url: str) -> Source:
         description=MAIN_DESCRIPTION,
         tables=MAIN_TABLES,
         schemas=("public",),
+        model="telecom",
+        metric_model=shipped_model("telecom"),
     )
 
 
@@ -264,7 +275,25 @@ def parse_sources(text: bytes, env: Mapping[str, str], *, base: Path, main: Sour
     sources: dict[str, Source] = {MAIN: main} if main is not None else {}
     for name, entry in entries.items():
         sources[name] = _source(name, entry, env, base)
-    return Registry(sources, hashlib.sha256(text).hexdigest())
+    return Registry(sources, sources_digest(text, base))
+
+
+def sources_digest(text: bytes, base: Path) -> str:
+    """sha256 of the sources file and of the metric model files it names (relative to `base`), so an
+    edit of a model's YAML is a change of the sources too (the watcher reloads them)."""
+    digest = hashlib.sha256(text)
+    try:
+        entries = tomllib.loads(text.decode("utf-8")).get("sources", {})
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return digest.hexdigest()  # parse_sources says what is wrong with it
+    for entry in entries.values() if isinstance(entries, dict) else ():
+        model = entry.get("model") if isinstance(entry, dict) else None
+        if isinstance(model, str) and model.strip() not in SHIPPED_MODELS:
+            try:
+                digest.update(b"\0" + (base / Path(model.strip()).expanduser()).read_bytes())
+            except OSError:
+                digest.update(b"\0missing")
+    return digest.hexdigest()
 
 
 def _source(name: str, entry: Any, env: Mapping[str, str], base: Path) -> Source:
@@ -372,6 +401,12 @@ def _source(name: str, entry: Any, env: Mapping[str, str], base: Path) -> Source
             raise fail(f"descriptions: {error}") from None
 
     model = text("model")
+    metric_model = None
+    if model and model.strip():
+        try:  # checked for this source's dialect only: its relation SELECTs run on its engine
+            metric_model = load_model(model.strip(), base, (DIALECT_OF_KIND[kind],))
+        except ModelError as error:
+            raise fail(f"model: {error}") from None
     return Source(
         name=name,
         kind=kind,
@@ -382,6 +417,7 @@ def _source(name: str, entry: Any, env: Mapping[str, str], base: Path) -> Source
         exclude=exclude,
         schemas=schemas,
         model=model.strip() if model else None,
+        metric_model=metric_model,
         write_url=SecretStr(write_url) if write_url else None,
         max_concurrent=max_concurrent,
         descriptions=described,
@@ -535,9 +571,11 @@ async def watch(
     current: Registry,
     main_url: str | None = None,
     interval: float = 1.0,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Runs until cancelled: re-reads the sources file every `interval` seconds and calls `on_change`
-    with the new registry when its contents changed and still validate.
+    """Runs until cancelled: re-reads the sources file every `interval` seconds (and at once when `wake`
+    is set: another instance said the sources changed) and calls `on_change` with the new registry when
+    its contents changed and still validate.
 
     Polling the contents (not inotify) sees every kind of edit: in-place writes, editors that replace
     the file, Kubernetes ConfigMap symlink swaps, network filesystems. A bad edit (or a missing file)
@@ -549,7 +587,7 @@ async def watch(
         main = main_source(main_url)
     seen = current.digest
     while True:
-        await asyncio.sleep(interval)
+        await _pause(interval, wake)
         try:
             text = await asyncio.to_thread(path.read_bytes)
         except OSError as error:
@@ -557,7 +595,7 @@ async def watch(
                 log.warning("sources file unreadable (%s); keeping the current sources", error.strerror)
                 seen = "missing"
             continue
-        digest = hashlib.sha256(text).hexdigest()
+        digest = await asyncio.to_thread(sources_digest, text, path.parent)
         if digest == seen:
             continue
         seen = digest
@@ -577,3 +615,15 @@ async def watch(
                 await outcome
         except Exception:
             log.exception("applying reloaded sources failed")
+
+
+async def _pause(interval: float, wake: asyncio.Event | None) -> None:
+    """`interval` seconds, or less when `wake` is set (cleared here, so a wake during the read that
+    follows is not lost: it ends the next pause at once)."""
+    if wake is None:
+        await asyncio.sleep(interval)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(interval):
+            await wake.wait()
+    wake.clear()

@@ -287,6 +287,9 @@ class FunctionPolicy:
 
     builtin: frozenset[str] = frozenset()
     allowed: frozenset[str] = frozenset()
+    # The schemas an unqualified call resolves through after pg_catalog (a source's `schemas`); None: the
+    # built-in database's query role (pg_catalog, then public, which has no schema of its own to shadow).
+    search_path: tuple[str, ...] | None = None
 
     def check(self, names: Sequence[str]) -> None:
         """Raise QueryRefused naming the function unless a call to `names` (its qualified name) is allowed."""
@@ -322,7 +325,10 @@ class FunctionPolicy:
 
     def _allowed_in_some_schema(self, name: str) -> bool:
         # `schema.name` allowlisted: the unqualified call resolves through the query role's search path
-        # (pg_catalog, then public), which has no schema of its own to shadow it.
+        # (pg_catalog, then public), which has no schema of its own to shadow it. On a source searching
+        # several schemas an earlier one could hold another `name`: only its first schema's entry counts.
+        if self.search_path is not None:
+            return bool(self.search_path) and f"{self.search_path[0]}.{name}" in self.allowed
         return any(entry.rpartition(".")[2] == name for entry in self.allowed if "." in entry)
 
 
@@ -739,3 +745,30 @@ def normalised(sql: str) -> str:
     if words and words[-1] == ";":
         words.pop()
     return " ".join(words)
+
+
+_LITERALS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
+_COMMENTS = frozenset({"C_COMMENT", "SQL_COMMENT"})
+
+
+def masked(sql: str) -> str:
+    """`normalised(sql)` with every literal (string, number, bit string) shown as `?`: identifiers,
+    aliases and %(name)s placeholders kept. What the operator console shows of a logged query."""
+    # Comments are left out: they are not part of the query and may hold anything.
+    tokens = [token for token in _scan(sql) if token.name not in _COMMENTS]
+    if tokens and tokens[-1].name == "ASCII_59":  # a trailing ;
+        tokens.pop()
+    parts: list[str] = []
+    previous_end = None
+    for token in tokens:
+        text = sql[token.start : token.end + 1]
+        if token.name in _LITERALS:
+            text = "?"
+        elif token.kind != "NO_KEYWORD" or (token.name == "IDENT" and not text.startswith('"')):
+            text = text.translate(_ASCII_LOWER)
+        # Tokens written together stay together (c.age, count(*), %(name)s); any spacing becomes one space.
+        if previous_end is not None and token.start > previous_end + 1:
+            parts.append(" ")
+        parts.append(text)
+        previous_end = token.end
+    return "".join(parts)

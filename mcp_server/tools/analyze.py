@@ -20,12 +20,17 @@ from core.errors import InvalidInput
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, current_identity
 from mcp_server.cache import Cache
+from mcp_server.runtime import Runtime
 from sessions import access
 from sessions.access import KeyName, SessionId
 from sessions.datasets import json_ready
-from warehouse import aggregates
+from warehouse import aggregates, source_analysis
+from warehouse.models.run import MODELLED, run_modelled
+from warehouse.sources import MAIN
 
 CACHE_TTL_SECONDS = 3600
+# A source whose engine dates no change (PostgreSQL): its analyses are cached this long only.
+SOURCE_TTL_SECONDS = 60
 AnalysisName = Literal[tuple(sorted(ANALYSES))]  # type: ignore[valid-type]
 
 
@@ -57,19 +62,26 @@ def _session_id(data_source: str) -> str:
     if access.is_session_id(data_source):
         return access.session_id(data_source)
     raise InvalidInput(
-        f"data_source '{data_source[:60]}' is neither 'database' nor a session id; pass 'database' for "
-        "the live tables or a session_id from session_create (with parameters.dataset)"
+        f"data_source '{data_source[:60]}' is neither 'database' nor a session id nor a source (list_sources); "
+        "pass 'database' for the live tables, a source name, or a session_id from session_create (with "
+        "parameters.dataset)"
     )
 
 
 def register(app: App) -> None:
     runtime = app.runtime
     cache = Cache(runtime, "analysis", CACHE_TTL_SECONDS)
+    caches = (cache, Cache(runtime, "analysis", SOURCE_TTL_SECONDS))
 
     @app.tool(roles=ANALYST, annotations={"readOnlyHint": False})
     async def analyze_data(
         data_source: Annotated[
-            str, Field(max_length=100, description="'database' (the live tables) or a session id")
+            str,
+            Field(
+                max_length=100,
+                description="'database' (the live tables), a source name (list_sources: describe, correlation, "
+                "segment_compare, trend, anomalies, forecast on named columns) or a session id",
+            ),
         ],
         analysis_type: Annotated[
             AnalysisName,  # type: ignore[valid-type]  # an enum in the input schema: a model sees every choice
@@ -97,14 +109,23 @@ def register(app: App) -> None:
         ] = "summary",
         include_sql: Annotated[bool, Field(description="add the SQL statements behind the result")] = False,
     ) -> ToolResult:
-        """Run a statistical analysis on the live tables or a session dataset; returns results, metadata, summary."""
+        """Run a statistical analysis on the live tables, a table of a source or a session dataset; returns
+        results, metadata, summary."""
         started = time.perf_counter()
         analysis = find_analysis(analysis_type)
-        checked = parse_parameters(analysis.name, parameters)
         if (session_id is None) != (save_as is None):
             raise InvalidInput("pass session_id and save_as together to save the result, or neither")
         identity = current_identity()
-        if data_source.strip().lower() == "database":
+        named = data_source.strip()
+        modelled = _modelled_source(runtime, named, analysis.name, parameters)
+        checked = None if modelled else parse_parameters(analysis.name, parameters)
+        if modelled:
+            answer = await _on_modelled(
+                runtime, caches, modelled, analysis.name, parameters or {}, identity.user_id, started
+            )
+        elif named.lower() == "database" or named == MAIN:
+            assert checked is not None
+            source_analysis.refuse_misplaced(analysis.name, checked, None)
             question = {
                 "database": runtime.settings.database_url,  # hashed into the key: one cache per database
                 "analysis": analysis.name,
@@ -113,15 +134,23 @@ def register(app: App) -> None:
                 "user": identity.user_id,
             }
             # The version is read before computing, so the answer stored under it is never older data.
-            version, answer = await cache.lookup(question)
-            if answer is not None:
+            version, found = await cache.lookup(question)
+            if found is not None:
+                answer = found
                 answer["metadata"]["cached"] = True
             else:
                 outcome: Outcome = await _on_database(analysis.name)(runtime.db, checked)
                 answer = _answer(analysis.name, outcome, "database", started)
                 await cache.put(question, answer, version)
+        elif named in runtime.sources.registry:
+            assert checked is not None
+            answer = await _on_source(
+                runtime, caches, named, analysis.name, checked, identity.user_id, started
+            )
         else:
+            assert checked is not None
             source = _session_id(data_source)
+            source_analysis.refuse_misplaced(analysis.name, checked, None)
             if not checked.dataset:
                 raise InvalidInput(
                     "parameters.dataset is required when data_source is a session id; name a dataset saved "
@@ -175,9 +204,94 @@ def _answer(name: str, outcome: Outcome, data_source: str, started: float) -> di
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "sql": outcome.sql or None,
             "cached": False,
+            **outcome.metadata,
         },
         "summary": outcome.summary,
     }
+
+
+async def _on_source(
+    runtime: Runtime,
+    caches: tuple[Cache, Cache],
+    name: str,
+    analysis: str,
+    checked: Any,
+    user: str,
+    started: float,
+) -> dict[str, Any]:
+    """An analysis on a table of a registered source, cached on the source's data version (else briefly)."""
+    source = runtime.sources.source(name).name
+    source_analysis.refuse_misplaced(analysis, checked, source)
+    question = {
+        "source": source,
+        "analysis": analysis,
+        "parameters": checked.model_dump(mode="json", exclude_unset=True),
+        "user": user,
+    }
+    async with runtime.sources.use(source) as engine:
+        version = await engine.data_version()
+        cache = caches[0] if version is not None else caches[1]
+        key_version = f"{source}:{version or 'unversioned'}"
+        cached = await cache.get(question, key_version)
+        if cached is not None:
+            cached["metadata"]["cached"] = True
+            return dict(cached)
+        max_bytes = runtime.settings.dataset_max_bytes
+        reader = source_analysis.SourceReader(source, engine, runtime.db.shares, max_bytes)
+        outcome, used = await source_analysis.run(reader, analysis, checked)
+    answer = _answer(analysis, outcome, source, started)
+    answer["metadata"].update(used)
+    await cache.put(question, answer, key_version)
+    return answer
+
+
+def _modelled_source(
+    runtime: Runtime, named: str, analysis: str, parameters: dict[str, Any] | None
+) -> str | None:
+    """The source an analysis runs on through its metric model (warehouse/models), or None: a registered
+    source other than main whose model serves the analysis, asked without named columns."""
+    if named == MAIN or named.lower() == "database" or named not in runtime.sources.registry:
+        return None
+    source = runtime.sources.source(named)
+    if source.metric_model is None or analysis not in MODELLED:
+        return None
+    if any(name in (parameters or {}) for name in source_analysis.SOURCE_ONLY):
+        return None  # named columns (table, value_column, ...): the table analyses of source_analysis
+    return source.name
+
+
+async def _on_modelled(
+    runtime: Runtime,
+    caches: tuple[Cache, Cache],
+    name: str,
+    analysis: str,
+    parameters: dict[str, Any],
+    user: str,
+    started: float,
+) -> dict[str, Any]:
+    """An analysis of a source's metric model, pushed down into its engine; cached like _on_source."""
+    source = runtime.sources.source(name)
+    assert source.metric_model is not None
+    model = source.metric_model
+    question = {
+        "source": source.name,
+        "model": [model.name, model.version],
+        "analysis": analysis,
+        "parameters": json_ready(parameters),
+        "user": user,
+    }
+    async with runtime.sources.use(source.name) as engine:
+        version = await engine.data_version()
+        cache = caches[0] if version is not None else caches[1]
+        key_version = f"{source.name}:{version or 'unversioned'}"
+        cached = await cache.get(question, key_version)
+        if cached is not None:
+            cached["metadata"]["cached"] = True
+            return dict(cached)
+        outcome = await run_modelled(engine, model, analysis, parameters, source=source.name)
+    answer = _answer(analysis, outcome, source.name, started)
+    await cache.put(question, answer, key_version)
+    return answer
 
 
 def _on_database(name: str) -> aggregates.Runner:

@@ -13,12 +13,14 @@ from core.errors import AnalyticsError, NotFound
 from mcp_server.app import REDIS_DOWN, App
 from mcp_server.auth import ANALYST, EVERYONE, current_identity
 from mcp_server.calls import current_call
+from mcp_server.runtime import Runtime
 from prompts import workflows
 from resources.dictionary import render_dictionary
 from resources.schema import render_schema, render_table
 from sessions.datasets import json_ready
 from sessions.store import SessionStore
 from warehouse import catalog
+from warehouse.sources import MAIN
 
 MARKDOWN = "text/markdown"
 JSON = "application/json"
@@ -57,6 +59,24 @@ class SessionResources(Middleware):
                 )
             )
         return resources
+
+
+def _model_support(runtime: Runtime, analysis: str) -> dict[str, Any]:
+    """Per source with a metric model (main keeps its own parameters above): whether its model serves
+    `analysis` pushed down into its engine, with which segments, or which part of the model is missing."""
+    from warehouse.models.run import MODELLED, model_support
+
+    support: dict[str, Any] = {}
+    for source in runtime.sources.registry:
+        if source.name == MAIN or source.metric_model is None:
+            continue
+        model = source.metric_model
+        if analysis in MODELLED:
+            entry = model_support(model)[analysis]
+        else:
+            entry = {"supported": False, "missing": "not a modelled analysis; name the columns instead"}
+        support[source.name] = {"model": model.name, "model_version": model.version, **entry}
+    return support
 
 
 def register(app: App) -> None:
@@ -100,7 +120,9 @@ def register(app: App) -> None:
                 f"no analysis type '{shown}'; known types: {', '.join(sorted(known))} "
                 "(read templates://analysis/<type>)"
             )
-        return json.dumps(json_ready(known[type]), indent=2)
+        template = dict(known[type])
+        template["on_modelled_sources"] = _model_support(runtime, type)
+        return json.dumps(json_ready(template), indent=2)
 
     @app.resource("session://{session_id}", roles=EVERYONE, mime_type=JSON, name="session")
     async def session(session_id: str) -> str:

@@ -258,7 +258,6 @@ async def _run(
     timeout: float,
     max_rows: int,
     max_bytes: int | None,
-    conn: Any = None,
     *,
     source: str = MAIN,
     engine: Any = None,
@@ -285,7 +284,6 @@ async def _run(
                 timeout=timeout,
                 max_rows=max_rows,
                 max_bytes=max_bytes,
-                conn=conn,
                 label=request_label(logs.request_id_var.get()),
             )
     except Exception as error:

@@ -9,6 +9,7 @@ from typing import Any
 from core.errors import AnalyticsError, Forbidden, NotFound, Unavailable
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
+from mcp_server.services import source_pages
 from resources.dictionary import render_dictionary
 from resources.schema import render_schema
 from resources.sources import render_data_dictionary, render_profile, render_source
@@ -69,13 +70,16 @@ def register(app: App) -> None:
                 [(table, await engine.columns(table.name)) for table in tables],
             )
 
-        return await cache.page(f"source:{found.name}:{runtime.sources.registry.digest}", render)
+        return await cache.page(source_pages(found.name) + runtime.sources.registry.digest, render)
 
     @app.tool(roles=ADMIN, annotations={"readOnlyHint": True, "openWorldHint": False})
     async def refresh_source(source: str) -> dict[str, Any]:
         """Profile every table of a data source now (rows, null shares, distinct values, ranges, top
         values, roles) and answer the profiles; the background keeps them fresh on start and reload."""
         name, tables = await _profiler().refresh(source)
+        await cache.forget(source_pages(name))
+        if runtime.notices is not None:  # the other instances drop their cached pages of it too
+            await runtime.notices.profiles_refreshed(name)
         return {"source": name, "tables": tables}
 
     @app.resource("schema://{source}/{table}", roles=EVERYONE, mime_type=MARKDOWN, name="source_table")

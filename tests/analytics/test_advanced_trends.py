@@ -22,7 +22,7 @@ from mcp_server.runtime import Runtime
 from tests.analytics import helpers
 from tests.analytics.helpers import analyze, session_with, sql_frame
 from tests.conftest import app_for
-from tests.support import refusal
+from tests.support import bump_version, refusal
 
 
 def close(expected: Any) -> Any:
@@ -265,8 +265,7 @@ async def _quiet_events(runtime: Runtime, days: int) -> list[uuid.UUID]:
 
 async def _new_data_version(runtime: Runtime) -> None:
     # Rows written behind the loader's back: bump the version a load would, so the cache is not reused.
-    async with runtime.db.connection() as conn:
-        await conn.execute("UPDATE mcp_internal.data_version SET version = version + 1")
+    await bump_version(runtime)
 
 
 async def test_nothing_is_flagged_on_a_quiet_series_and_an_injected_bad_day_is_the_only_anomaly(own_database):

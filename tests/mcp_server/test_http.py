@@ -39,7 +39,11 @@ async def serving(runtime):
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            build_http_app(build_app(runtime)), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+            build_http_app(build_app(runtime), base_url=f"http://127.0.0.1:{port}"),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
         )
     )
     server.capture_signals = lambda: __import__("contextlib").nullcontext()

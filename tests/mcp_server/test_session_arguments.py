@@ -13,6 +13,8 @@ from tests.support import refusal
 KEY_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 KEY_ARGUMENTS = {"key", "save_as", "dataset"}
 NOT_YET = {"create_visualization"}  # takes sessions.access.SessionId / KeyName with its rework
+# Where `dataset` names a demo dataset to generate, reset or summarise, not a key in a session.
+DEMO_DATASET_TOOLS = {"generate_data", "reset_data", "summary_snapshot"}
 
 
 def _branch(schema: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +38,8 @@ async def test_every_session_id_and_key_name_argument_has_the_same_schema(
             if name == "session_id":
                 seen_ids.append(tool.name)
                 assert _branch(schema).get("format") == "uuid", tool.name
+            elif name == "dataset" and tool.name in DEMO_DATASET_TOOLS:
+                assert set(_branch(schema)["enum"]) == {"telecom", "shop"}, tool.name
             elif name in KEY_ARGUMENTS:
                 seen_keys.append(tool.name)
                 assert _branch(schema).get("pattern") == KEY_PATTERN, (tool.name, name)

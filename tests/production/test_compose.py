@@ -142,7 +142,13 @@ def test_every_secret_in_the_compose_files_comes_from_the_environment(name):
     for where, value in secrets:
         optional = where.rsplit(".", 1)[-1]
         # Optional, empty unless set in .env (the OAuth ones are public: an issuer's key set, a public key).
-        if optional in ("DATABASE_READ_URL", "DATABASE_QUERY_URL", "OAUTH_JWKS_URL", "OAUTH_PUBLIC_KEY"):
+        if optional in (
+            "DATABASE_READ_URL",
+            "DATABASE_QUERY_URL",
+            "OAUTH_JWKS_URL",
+            "OAUTH_PUBLIC_KEY",
+            "PUBLIC_BASE_URL",
+        ):
             assert value == "${" + optional + ":-}"
             continue
         # Each password-like value embeds a required ${VAR:?...}; nothing else is written literally.

@@ -15,7 +15,7 @@ from mcp_server.cache import Cache
 from mcp_server.limits import MAX_NESTING, argument_problem
 from mcp_server.runtime import start_runtime
 from tests.conftest import app_for
-from tests.support import call
+from tests.support import bump_version, call, version_heard
 from warehouse import query as queries
 from warehouse.generator import generate, make_plan
 
@@ -71,6 +71,7 @@ async def test_an_instance_never_serves_an_answer_cached_before_another_instance
                 # The other instance regenerates the data (a new version, other customers).
                 data = await asyncio.to_thread(generate, make_plan(90, 11))
                 await second.db.replace_data(data)
+                await version_heard(first)  # its notification reaches the first instance
 
                 after = await call(a, "query_database", query=COUNTS)
                 reanalysed = await call(a, "analyze_data", **CHURN)
@@ -94,8 +95,7 @@ async def test_a_lookup_serves_only_the_entry_under_the_version_it_reads_now(mak
         await cache.put(question, {"answer": "old data"}, version)
         assert await cache.lookup(question) == (version, {"answer": "old data"})
 
-        async with rt.db.connection() as conn:  # data regenerated elsewhere: only the row changes
-            await conn.execute("UPDATE mcp_internal.data_version SET version = version + 1")
+        await bump_version(rt)  # data regenerated elsewhere: only the row changes
         # The entry under the old version is still in Redis, and is not served.
         assert await cache.get(question, version) == {"answer": "old data"}
         assert await cache.lookup(question) == (version + 1, None)
@@ -112,9 +112,7 @@ async def test_an_analysis_answer_is_in_redis_under_the_current_version_when_the
             keys = await analysis_entries(rt)  # read at once: no write left running after the answer
             assert first["metadata"]["cached"] is False and len(keys) == 1
             assert 0 < await rt.redis.ttl(keys[0]) <= 3600
-            async with rt.db.connection() as conn:  # a data load elsewhere, between two calls
-                await conn.execute("UPDATE mcp_internal.data_version SET version = version + 1")
-                version = await conn.fetchval("SELECT version FROM mcp_internal.data_version")
+            version = await bump_version(rt)  # a data load elsewhere, between two calls
             second = await call(client, "analyze_data", **CHURN)
             assert second["metadata"]["cached"] is False and second["results"] == first["results"]
             assert (await call(client, "analyze_data", **CHURN))["metadata"]["cached"] is True

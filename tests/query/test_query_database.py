@@ -17,7 +17,7 @@ from fastmcp import Client
 from mcp_server.auth import Identity
 from tests.conftest import app_for
 from tests.query.corpus import ATTACKS, LEGITIMATE
-from tests.support import call, refusal
+from tests.support import bump_version, call, refusal
 from warehouse import sandbox, sql
 from warehouse.sqlguard import normalised
 
@@ -388,8 +388,7 @@ async def test_a_repeated_query_is_served_from_the_cache_until_the_data_changes(
             "query_database",
             query="  select ACCOUNT_TYPE, count(*) as n from customers group by 1 order by 1;",
         )
-        async with scratch.db.connection() as conn:
-            await conn.execute("UPDATE mcp_internal.data_version SET version = version + 1")
+        await bump_version(scratch)
         third = await call(client, "query_database", query=query)
     assert first["cached"] is False and second["cached"] is True and third["cached"] is False
     assert first["rows"] == second["rows"] == third["rows"]

@@ -12,8 +12,8 @@ import pytest
 from fastmcp import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.batching import BatchWriter
 from core.errors import RateLimited
-from mcp_server.batching import BatchWriter
 from mcp_server.config import Settings
 from tests.conftest import app_for
 from tests.mcp_server.test_http import serving

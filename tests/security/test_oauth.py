@@ -18,8 +18,8 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mcp_server.auth import OAuthVerifier
 from mcp_server.config import ConfigError, parse_oauth
-from mcp_server.oauth import OAuthVerifier
 from mcp_server.runtime import Runtime
 from tests.mcp_server.test_http import free_port, mcp_session, serving
 from tests.security.conftest import instance
@@ -167,6 +167,7 @@ async def test_protected_resource_metadata_is_served_without_credentials(pem_ser
         "authorization_servers": [ISSUER],
         "bearer_methods_supported": ["header"],
         "resource_name": "analytics-mcp",
+        "scopes_supported": [],  # FastMCP's: roles come in a claim, not as scopes
     }
 
 
@@ -186,6 +187,18 @@ async def test_metadata_names_the_public_base_url_behind_a_proxy(runtime, issuer
         'resource_metadata="https://analytics.example.test/.well-known/oauth-protected-resource/mcp"'
         in refused.headers["www-authenticate"]
     )
+
+
+def test_oauth_without_a_url_to_name_in_the_metadata_refuses_to_start(runtime, issuer_keys, tmp_path):
+    """Listening on 0.0.0.0 without PUBLIC_BASE_URL there is no URL the metadata could name."""
+    from mcp_server.http import build_http_app
+    from mcp_server.server import build_app
+
+    pem = tmp_path / "issuer.pem"
+    pem.write_text(issuer_keys.public_key)
+    env = {"OAUTH_ISSUER": ISSUER, "OAUTH_PUBLIC_KEY": str(pem), "OAUTH_AUDIENCE": AUDIENCE}
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+        build_http_app(build_app(with_oauth(runtime, env)), base_url=None)
 
 
 async def test_a_token_may_scrape_metrics_like_a_key(pem_server, issuer_keys, stranger_keys):

@@ -13,6 +13,7 @@ from tests.support import refusal
 EXPECTED_TOOL_ROLES = {
     "summary_snapshot": ANALYST,
     "generate_data": ADMIN,
+    "reset_data": ADMIN,
     "query_database": ANALYST,
     "analyze_data": ANALYST,
     "create_visualization": ANALYST,

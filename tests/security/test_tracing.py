@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mcp_server import tracing
+from core import tracing
 from tests.conftest import app_for
 from tests.mcp_server.test_http import free_port
 from tests.support import call
@@ -48,7 +48,7 @@ async def spans(runtime):
     """Tracing on for this test, exporting to memory."""
     forget_the_global_tracer_provider()
     exporter = InMemorySpanExporter()
-    provider = tracing.start(runtime.settings, exporter)
+    provider = tracing.start(runtime.settings.otel_endpoint, exporter)
     assert provider is not None
     try:
         yield exporter
@@ -126,7 +126,7 @@ async def test_a_calls_log_lines_carry_its_trace_id_beside_its_request_id(runtim
 
 async def test_without_an_endpoint_tracing_stays_off_and_instruments_nothing(runtime):
     assert runtime.settings.otel_endpoint is None
-    assert tracing.start(runtime.settings) is None
+    assert tracing.start(runtime.settings.otel_endpoint) is None
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)  # FastMCP's spans are no-ops
     assert not AsyncPGInstrumentor().is_instrumented_by_opentelemetry
     assert not RedisInstrumentor().is_instrumented_by_opentelemetry

@@ -27,8 +27,9 @@ SLOT_WAIT_SECONDS = 5.0
 SPARE_CONNECTIONS = 1
 
 
-def build_engine(source: Source) -> Engine:
-    """The engine of one non-main source (not started), its pool sized to the source's limit."""
+def build_engine(source: Source, allowed_functions: frozenset[str] = frozenset()) -> Engine:
+    """The engine of one non-main source (not started), its pool sized to the source's limit;
+    `allowed_functions` is QUERY_ALLOWED_FUNCTIONS, which PostgreSQL sources apply like main."""
     rules = RelationRules(source.tables, source.exclude)
     size = source.max_concurrent + SPARE_CONNECTIONS
     if source.kind == "mysql":
@@ -48,6 +49,7 @@ def build_engine(source: Source) -> Engine:
             schemas=source.schemas,
             rules=rules,
             pool_size=size,
+            allowed_functions=allowed_functions,
         )
     raise SourceConfigError(
         f"ANALYTICS_MCP_SOURCES: [sources.{source.name}] has an engine this server does not know; "
@@ -92,14 +94,16 @@ class _Generation:
                 log.warning("closing the engine of source '%s' failed", name)
 
 
-async def start_engines(registry: Registry) -> dict[str, Engine]:
+async def start_engines(
+    registry: Registry, allowed_functions: frozenset[str] = frozenset()
+) -> dict[str, Engine]:
     """Started engines for every non-main source of `registry`; on a failure the started ones are closed."""
     engines: dict[str, Engine] = {}
     try:
         for source in registry:
             if source.name == MAIN:
                 continue
-            engine = build_engine(source)
+            engine = build_engine(source, allowed_functions)
             await engine.start()
             engines[source.name] = engine
     except BaseException:
@@ -118,16 +122,28 @@ class ActiveSources:
         engines: Mapping[str, Engine] | None = None,
         *,
         wait_seconds: float = SLOT_WAIT_SECONDS,
+        allowed_functions: frozenset[str] = frozenset(),
     ) -> None:
         self._current = _Generation(registry, engines or {})
         self.wait_seconds = wait_seconds  # for a slot on a source running its max_concurrent queries
+        self.allowed_functions = allowed_functions  # QUERY_ALLOWED_FUNCTIONS, for engines a reload starts
         self._watcher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set: the watcher re-reads the sources file now
         # Called with the names of the sources a reload started (their profiles are computed anew).
         self.on_started: Callable[[list[str]], None] | None = None
+        # Called with each valid new registry the watcher reads from the file, before its engines start
+        # (other instances are told at once, so they start theirs meanwhile rather than after).
+        self.on_file_changed: Callable[[Registry], None] | None = None
 
     @classmethod
-    async def start(cls, registry: Registry) -> ActiveSources:
-        return cls(registry, await start_engines(registry))
+    async def start(
+        cls, registry: Registry, allowed_functions: frozenset[str] = frozenset()
+    ) -> ActiveSources:
+        return cls(
+            registry,
+            await start_engines(registry, allowed_functions),
+            allowed_functions=allowed_functions,
+        )
 
     @property
     def registry(self) -> Registry:
@@ -178,9 +194,9 @@ class ActiveSources:
             if generation.retired and generation.in_flight == 0:
                 await generation.close()
 
-    async def replace(self, registry: Registry) -> None:
+    async def replace(self, registry: Registry) -> bool:
         """Swap to `registry`: engines of unchanged sources are kept, others started; a source that will
-        not start keeps the old definitions (logged in one line)."""
+        not start keeps the old definitions (logged in one line) and answers False."""
         old = self._current
         kept = {
             name: engine
@@ -192,14 +208,14 @@ class ActiveSources:
             for source in registry:
                 if source.name == MAIN or source.name in kept:
                     continue
-                engine = build_engine(source)
+                engine = build_engine(source, self.allowed_functions)
                 await engine.start()
                 started[source.name] = engine
         except Exception as error:  # noqa: BLE001 - a bad edit keeps the sources that work
             for engine in started.values():
                 await engine.close()
             log.warning("sources not reloaded, keeping the current ones: %s", str(error).splitlines()[0])
-            return
+            return False
         self._current = _Generation(registry, {**kept, **started}, {name: old.slots[name] for name in kept})
         retiring = _Generation(old.registry, {n: e for n, e in old.engines.items() if n not in kept})
         old.engines = retiring.engines  # in-flight queries of the old generation release these
@@ -208,13 +224,29 @@ class ActiveSources:
             await old.close()
         if self.on_started is not None and started:
             self.on_started(list(started))
+        return True
 
     def watch(self, path: str | Path, env: Mapping[str, str], *, interval: float = 1.0) -> None:
-        """Follow the sources file: an edit that validates replaces the sources within seconds."""
+        """Follow the sources file: an edit that validates replaces the sources within `interval`
+        seconds, or at once after `recheck`."""
         self._watcher = asyncio.create_task(
-            watch(path, self.replace, env=env, current=self.registry, interval=interval),
+            watch(path, self._reloaded, env=env, current=self.registry, interval=interval, wake=self._wake),
             name="sources-watch",
         )
+
+    @property
+    def watching(self) -> bool:
+        return self._watcher is not None
+
+    def recheck(self) -> None:
+        """Re-read the watched sources file now rather than at the next poll (another instance changed
+        the sources); the same validation and `replace` as a poll, so a bad file changes nothing."""
+        self._wake.set()
+
+    async def _reloaded(self, registry: Registry) -> None:
+        if self.on_file_changed is not None:
+            self.on_file_changed(registry)
+        await self.replace(registry)
 
     async def close(self) -> None:
         if self._watcher is not None:

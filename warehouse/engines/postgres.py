@@ -146,6 +146,7 @@ class PostgresEngine:
         schemas: Sequence[str] = ("public",),
         rules: RelationRules | None = None,
         pool_size: int = 4,
+        allowed_functions: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
         self.schemas = tuple(schemas) or ("public",)
@@ -153,6 +154,7 @@ class PostgresEngine:
         self._url = url
         self.pool_size = pool_size  # connections at most
         self._pool: asyncpg.Pool | None = None
+        self.allowed_functions = allowed_functions  # QUERY_ALLOWED_FUNCTIONS, as for the built-in database
         self.policy = FunctionPolicy()
         self.role = ""
         self._catalog = _Catalog(self.schemas, {}, frozenset())
@@ -189,7 +191,9 @@ class PostgresEngine:
                     f"source '{self.name}' logs in as {self.role}, {what}; give it an account that can "
                     "only read (a plain role with SELECT on the source's tables)"
                 )
-            self.policy = FunctionPolicy(frozenset(row["name"] for row in builtin))
+            self.policy = FunctionPolicy(
+                frozenset(row["name"] for row in builtin), self.allowed_functions, search_path=self.schemas
+            )
             await self.refresh()
         except BaseException as error:
             await self.close()

@@ -13,8 +13,6 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from mcp_server.config import Settings
-
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -52,12 +50,12 @@ def _mask_sql_literals() -> Any:
     return MaskSqlLiterals()
 
 
-def start(settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider | None:
+def start(endpoint: str | None, exporter: SpanExporter | None = None) -> TracerProvider | None:
     """Install the process's tracer provider and instrument asyncpg and redis; None when tracing is off.
 
-    Spans go to `exporter` (tests) or over OTLP/HTTP to the configured endpoint. Once per process, at
-    start-up: OpenTelemetry's global provider can be set only once."""
-    if exporter is None and not settings.otel_endpoint:
+    Spans go to `exporter` (tests) or over OTLP/HTTP to `endpoint` (OTEL_EXPORTER_OTLP_ENDPOINT). Once
+    per process, at start-up: OpenTelemetry's global provider can be set only once."""
+    if exporter is None and not endpoint:
         return None
     try:
         from opentelemetry import trace
@@ -78,8 +76,8 @@ def start(settings: Settings, exporter: SpanExporter | None = None) -> TracerPro
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        endpoint = (settings.otel_endpoint or "").rstrip("/") + "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        traces = (endpoint or "").rstrip("/") + "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces)))
     trace.set_tracer_provider(provider)  # FastMCP's spans use the global provider
     AsyncPGInstrumentor(capture_parameters=False).instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     RedisInstrumentor().instrument(tracer_provider=provider)

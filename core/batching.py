@@ -10,12 +10,8 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
-
-from prometheus_client import CollectorRegistry
-
-from mcp_server import metrics
 
 log = logging.getLogger(__name__)
 
@@ -198,34 +194,3 @@ class BatchWriter(Generic[Item]):
             "failures": self.failures,
             "dropped": self.dropped,
         }
-
-
-class WriterMetrics:
-    """The background writers' state as Prometheus series, brought up to date at each scrape."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.queued = metrics.gauge(
-            registry, "analytics_mcp_writer_queued_items", "Items waiting in a background writer", ("writer",)
-        )
-        self.failing = metrics.gauge(
-            registry, "analytics_mcp_writer_failing", "1 while a background writer's writes fail", ("writer",)
-        )
-        self.failures = metrics.counter(
-            registry, "analytics_mcp_writer_failures_total", "Failed batch writes (each retried)", ("writer",)
-        )
-        self.dropped = metrics.counter(
-            registry, "analytics_mcp_writer_dropped_total", "Items a background writer dropped", ("writer",)
-        )
-        self._counted: dict[tuple[str, str], int] = {}
-
-    def _advance(self, counter: Any, name: str, kind: str, total: int) -> None:
-        # Prometheus counters only go up: add what the writer counted since the last scrape.
-        counter.labels(writer=name).inc(max(0, total - self._counted.get((name, kind), 0)))
-        self._counted[(name, kind)] = total
-
-    def refresh(self, writers: Iterable[BatchWriter[Any]]) -> None:
-        for writer in writers:
-            self.queued.labels(writer=writer.name).set(writer.queued)
-            self.failing.labels(writer=writer.name).set(0 if writer.failing_since is None else 1)
-            self._advance(self.failures, writer.name, "failures", writer.failures)
-            self._advance(self.dropped, writer.name, "dropped", writer.dropped)
