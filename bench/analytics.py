@@ -3,7 +3,12 @@ hand-written SQL (the statements it needs, run plainly with asyncpg) and against
 tables into pandas, compute there), plus the cached repeat, in one run; targets with PASS/MISS.
 
 Usage: python bench/analytics.py [--customers 100000] [--seed 42] [--repeats 3] [--only churn_rate arpu]
+                                 [--model telecom|shop|all] [--shop-customers 20000]
+                                 [--shop-engines postgresql duckdb]
 (--customers 1000000 for the large target; that run loads 39 million rows and takes a quarter of an hour.)
+--model all (the default) also runs the modelled analyses on the generated shop (metric model `shop`), each
+against its hand-written SQL (bench/shop_analytics.py), in PostgreSQL and/or as Parquet files read by
+DuckDB (--shop-engines); --model telecom or shop runs one of the two.
 Uses TEST_DATABASE_URL / the local PostgreSQL and Redis when reachable, else embedded ones.
 """
 
@@ -35,6 +40,9 @@ from analytics.survival import retention_of_frame  # noqa: E402
 from bench.advanced_drivers import naive_features  # noqa: E402
 from bench.advanced_trends import naive_anomalies, naive_compare, naive_forecast, naive_trend  # noqa: E402
 from bench.common import bench_runtime, pull, scratch_database  # noqa: E402
+from bench.shop_analytics import CASES as SHOP_CASES  # noqa: E402
+from bench.shop_analytics import ENGINES as SHOP_ENGINES  # noqa: E402
+from bench.shop_analytics import measure_shop, print_table  # noqa: E402
 from mcp_server.auth import Identity  # noqa: E402
 from mcp_server.runtime import Runtime  # noqa: E402
 from mcp_server.server import build_app  # noqa: E402
@@ -172,18 +180,43 @@ async def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds at least (slow analyses)")
-    parser.add_argument("--only", nargs="+", choices=[case[0] for case in CASES], help="these analyses only")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted({case[0] for case in CASES} | {case[0] for case in SHOP_CASES}),
+        help="these analyses only",
+    )
+    parser.add_argument(
+        "--model",
+        choices=["telecom", "shop", "all"],
+        default="all",
+        help="the telecom tables, the shop, or both",
+    )
+    parser.add_argument("--shop-customers", type=int, default=20_000, help="customers of the generated shop")
+    parser.add_argument(
+        "--shop-engines",
+        nargs="+",
+        choices=SHOP_ENGINES,
+        default=["postgresql"],
+        help="where the shop is loaded: PostgreSQL schema shop, Parquet files read by DuckDB",
+    )
     parser.add_argument(
         "--database-url", help="measure an already loaded database instead (nothing is loaded or dropped)"
     )
     args = parser.parse_args()
     cases = [case for case in CASES if not args.only or case[0] in args.only]
     print(f"load average before: {_load()}")
-    if args.database_url:
-        await measure(args.database_url, None, cases, args.repeats)
-    else:
-        async with scratch_database() as url:
-            await measure(url, (args.customers, args.seed), cases, args.repeats)
+    if args.model in ("telecom", "all") and cases:
+        if args.database_url:
+            await measure(args.database_url, None, cases, args.repeats)
+        else:
+            async with scratch_database() as url:
+                await measure(url, (args.customers, args.seed), cases, args.repeats)
+    if args.model in ("shop", "all"):
+        for engine in args.shop_engines:
+            shop = await measure_shop(args.shop_customers, args.seed, args.repeats, args.only, engine)
+            if shop:
+                print_table(shop, args.shop_customers, engine)
     print(f"load average after: {_load()}")
 
 

@@ -63,9 +63,12 @@ def redis_url_for_bench() -> str | None:
 
 
 @asynccontextmanager
-async def bench_runtime(url: str, customers: int | None = None, seed: int = 42) -> AsyncIterator[Any]:
+async def bench_runtime(
+    url: str, customers: int | None = None, seed: int = 42, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Any]:
     """A server runtime on `url` under its own Redis key prefix (removed afterwards), seeded with
-    `customers` customers when given (the load time is printed)."""
+    `customers` customers when given (the load time is printed); `extra_env` adds settings (e.g.
+    ANALYTICS_MCP_SOURCES)."""
     import asyncio
     import time
 
@@ -87,6 +90,7 @@ async def bench_runtime(url: str, customers: int | None = None, seed: int = 42) 
     redis_url = redis_url_for_bench()
     if redis_url:
         env["REDIS_URL"] = redis_url
+    env.update(extra_env or {})
     runtime = await start_runtime(Settings.from_env(env), seed_demo=False)
     try:
         if customers:

@@ -198,8 +198,14 @@ def routes(runtime: Runtime) -> list[tuple[str, list[str], Callable[[Request], A
             raise InvalidInput(
                 "reset replaces every analytics row with the demo data; repeat with confirm=true to do it"
             )
-        settings = runtime.settings
-        answer = await load_generated(runtime, make_plan(settings.demo_customers, settings.demo_seed))
+        dataset = request.query_params.get("dataset", "telecom")
+        if dataset == "shop":  # the shop's tables emptied, children first: counts before and after
+            answer = await datasets.reset(runtime, request.query_params.get("source", MAIN)[:64], "shop")
+        elif dataset == "telecom":
+            settings = runtime.settings
+            answer = await load_generated(runtime, make_plan(settings.demo_customers, settings.demo_seed))
+        else:
+            raise InvalidInput("dataset is telecom or shop")
         await audit(runtime, identity, "api_reset", "ok", tool="reset")
         return answer
 

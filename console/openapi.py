@@ -329,7 +329,17 @@ def document() -> dict[str, Any]:
                     "summary": "Restore the demo data the server starts with (admin; confirm=true)",
                     "operationId": "reset",
                     "parameters": [
-                        {**_query("confirm", {"enum": ["true"]}, "must be true"), "required": True}
+                        {**_query("confirm", {"enum": ["true"]}, "must be true"), "required": True},
+                        _query(
+                            "dataset",
+                            {"enum": ["telecom", "shop"]},
+                            "telecom (default): restore the demo data; shop: empty the shop's tables",
+                        ),
+                        _query(
+                            "source",
+                            {"type": "string", "maxLength": 64},
+                            "with dataset=shop: the source holding it (default main)",
+                        ),
                     ],
                     "responses": _answers(load, *GUARDED),
                 }

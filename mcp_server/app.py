@@ -24,7 +24,14 @@ from warehouse.db import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Redis away, or in a Sentinel failover / cluster re-shard (a demoted master, slots not served yet).
+REDIS_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
 QUIET = logging.DEBUG  # the level FastMCP logs an error at that a component has answered already
 POSTGRES_DOWN = CONNECTION_ERRORS
 

@@ -117,6 +117,48 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     return raw in {"true", "1", "yes"}
 
 
+def parse_redis_nodes(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port,...` (REDIS_CLUSTER_NODES, REDIS_SENTINELS) as (host, port) pairs."""
+    nodes: list[tuple[str, int]] = []
+    for entry in (part.strip() for part in env.get(name, "").split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+            raise ConfigError(f"{name} must be host:port,host:port,...; '{entry[:40]}' is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return tuple(nodes)
+
+
+def _redis_mode(env: Mapping[str, str], redis_url: str | None) -> tuple[tuple[tuple[str, int], ...], ...]:
+    """(cluster nodes, sentinels): at most one of REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS."""
+    cluster = parse_redis_nodes(env, "REDIS_CLUSTER_NODES")
+    sentinels = parse_redis_nodes(env, "REDIS_SENTINELS")
+    chosen = [
+        name
+        for name, on in (
+            ("REDIS_URL", redis_url),
+            ("REDIS_CLUSTER_NODES", cluster),
+            ("REDIS_SENTINELS", sentinels),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise ConfigError(
+            f"{' and '.join(chosen)} are set together: set one of REDIS_URL (one Redis), "
+            "REDIS_CLUSTER_NODES (Redis Cluster) or REDIS_SENTINELS (Sentinel)"
+        )
+    if sentinels and not env.get("REDIS_SENTINEL_MASTER", "").strip():
+        raise ConfigError(
+            "REDIS_SENTINELS needs REDIS_SENTINEL_MASTER: the master name the sentinels monitor"
+        )
+    if (cluster or sentinels) and (
+        "{" in env.get("REDIS_KEY_PREFIX", "") or "}" in env.get("REDIS_KEY_PREFIX", "")
+    ):
+        raise ConfigError("REDIS_KEY_PREFIX must not hold { or }: keys carry their own hash tags")
+    return cluster, sentinels
+
+
 def _base_url(raw: str) -> str | None:
     url = raw.strip().rstrip("/")
     if url and not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
@@ -212,6 +254,13 @@ class Settings:
     # Functions agent queries may call besides PostgreSQL's built-ins: `name` or `schema.name`.
     query_allowed_functions: frozenset[str] = frozenset()
     redis_url: str | None = None
+    # Redis Cluster (REDIS_CLUSTER_NODES) or Sentinel (REDIS_SENTINELS + REDIS_SENTINEL_MASTER) instead of
+    # REDIS_URL: (host, port) pairs; never an embedded Redis then.
+    redis_cluster_nodes: tuple[tuple[str, int], ...] = ()
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    # REDIS_PASSWORD: the data nodes' password in cluster and Sentinel mode (REDIS_URL carries its own).
+    redis_password: str | None = field(default=None, repr=False)
     redis_key_prefix: str = ""
     cache_redis_url: str | None = None  # a Redis of its own for cached answers; None: the session Redis
     cache_max_entry_bytes: int = 256_000  # stored size of one cached answer; larger ones are not cached
@@ -279,6 +328,7 @@ class Settings:
         redis_url = env.get("REDIS_URL", "").strip() or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        redis_cluster_nodes, redis_sentinels = _redis_mode(env, redis_url)
         cache_redis_url = env.get("CACHE_REDIS_URL", "").strip() or None
         if cache_redis_url and not cache_redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("CACHE_REDIS_URL must start with redis://, rediss:// or unix://")
@@ -289,6 +339,10 @@ class Settings:
             database_query_url=env.get("DATABASE_QUERY_URL", "").strip() or None,
             query_allowed_functions=parse_allowed_functions(env.get("QUERY_ALLOWED_FUNCTIONS", "")),
             redis_url=redis_url,
+            redis_cluster_nodes=redis_cluster_nodes,
+            redis_sentinels=redis_sentinels,
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip() or None,
+            redis_password=env.get("REDIS_PASSWORD", "") or None,
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", ""),
             cache_redis_url=cache_redis_url,
             cache_max_entry_bytes=_int(env, "CACHE_MAX_ENTRY_BYTES", 256_000, 0, 100_000_000),

@@ -24,6 +24,7 @@ from mcp_server.config import ConfigError
 from mcp_server.limits import RequestLimits
 from mcp_server.observability import refresh_gauges
 from mcp_server.urls import PLOTLY_JS_PATH
+from warehouse.replica import READING_FROM_PRIMARY
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +119,26 @@ def build_http_app(app: App, base_url: str | None = None) -> Any:
     @app.mcp.custom_route("/health", methods=["GET"], include_in_schema=False)
     async def health(request: Request) -> Response:
         components = await runtime.health()
-        healthy = all(state == "ok" for state in components.values())
-        failing = [name for name, state in components.items() if state != "ok"]
+        # A read replica that is down is not a failure: reads go to the primary (degraded, with a warning).
+        failing = [name for name, state in components.items() if state not in ("ok", READING_FROM_PRIMARY)]
+        healthy = not failing
         # A background writer (audit trail, query log) that cannot write keeps its rows and retries: the
         # server still serves (200) but says it is degraded until the rows are written.
         writers = runtime.services.writer_states()
         lagging = [name for name, state in writers.items() if state["status"] != "ok"]
-        status = "unavailable" if not healthy else "degraded" if lagging else "ok"
-        return JSONResponse(
-            {"status": status, "components": components, "failing": failing, "writers": writers},
-            status_code=200 if healthy else 503,
-        )
+        body: dict[str, Any] = {"components": components, "failing": failing, "writers": writers}
+        replica = runtime.db.replica
+        if replica is not None:
+            body["replica"] = replica.state
+            body["replica_lag_seconds"] = replica.lag_seconds
+            if not replica.up:
+                body["warnings"] = [
+                    "the read replica (DATABASE_READ_URL) does not answer: queries and analyses read "
+                    "from the primary until it is back"
+                ]
+        degraded = lagging or (replica is not None and not replica.up)
+        status = "unavailable" if not healthy else "degraded" if degraded else "ok"
+        return JSONResponse({"status": status, **body}, status_code=200 if healthy else 503)
 
     @app.mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -149,4 +149,11 @@ async def refresh_gauges(runtime: Runtime) -> None:
         except Exception as error:  # noqa: BLE001 - keep the last value
             log.warning("session count failed", extra={"error": type(error).__name__})
     audit_dropped.labels(writer="audit").set(runtime.services.auditor.writer.dropped)
+    replica = runtime.db.replica
+    if replica is not None and replica.lag_seconds is not None:  # while down: dependency_up says so
+        metrics.gauge(
+            registry,
+            "analytics_mcp_replica_lag_seconds",
+            "How far the read replica is behind the primary (seconds, as of its last probe)",
+        ).set(replica.lag_seconds)
     runtime.services.writer_metrics.refresh(runtime.services.writers)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from prometheus_client import CollectorRegistry
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from core import tracing
@@ -61,7 +64,7 @@ class Runtime:
         self.services = Services.build(self.settings, self.db, self.redis, self.encryption_keys, self.metrics)
 
     def key(self, *parts: str) -> str:
-        """A Redis key under the configured prefix, e.g. key('session', id) -> 'session:{id}'."""
+        """A Redis key under the configured prefix, e.g. key('cache', name) -> '<prefix>cache:{name}'."""
         return self.settings.redis_key_prefix + ":".join(parts)
 
     async def health(self, timeout: float = 2.0) -> dict[str, str]:
@@ -70,6 +73,8 @@ class Runtime:
             return "ok"
 
         async def postgres_read() -> str:
+            if self.db.replica is not None:  # probed every few seconds (warehouse/replica.py)
+                return self.db.replica.state
             await self.db.ping(timeout=timeout, read=True)
             return "ok"
 
@@ -126,19 +131,64 @@ def redis_client(url: str) -> aioredis.Redis:
     )
 
 
+# In a Sentinel failover or a cluster re-shard: each try waits at most 3 s on a socket, three tries with
+# a short backoff, so no call waits more than about 10 s before it fails with Redis's one-line error.
+_FAILOVER_RETRY = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+)
+
+
+def _failover_retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=0.5, base=0.1), retries=2, supported_errors=_FAILOVER_RETRY)
+
+
+def session_redis(settings: Settings, url: str | None) -> aioredis.Redis:
+    """The session Redis: a cluster (REDIS_CLUSTER_NODES), Sentinel's current master (REDIS_SENTINELS),
+    else the one at `url`. The store keeps each session's keys in one hash slot, so all three serve the
+    same commands; the cluster client is typed as the plain one for that reason."""
+    if settings.redis_cluster_nodes:
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_cluster_nodes],
+            password=settings.redis_password,
+            socket_timeout=3,
+            socket_connect_timeout=1,
+            health_check_interval=15,
+            retry=_failover_retry(),
+        )
+        return cast(aioredis.Redis, cluster)
+    if settings.redis_sentinels:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(settings.redis_sentinels),
+            sentinel_kwargs={"socket_timeout": 1, "socket_connect_timeout": 1},
+            socket_timeout=3,
+            socket_connect_timeout=1,
+            health_check_interval=15,
+            retry=_failover_retry(),
+            retry_on_error=list(_FAILOVER_RETRY),
+            password=settings.redis_password,
+        )
+        return cast(aioredis.Redis, sentinel.master_for(str(settings.redis_sentinel_master)))
+    assert url is not None
+    return redis_client(url)
+
+
 async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtime:
     """Start (or reach) PostgreSQL and Redis, apply the schema, and load demo data into a fresh embedded DB."""
     # A bad sources file stops start-up before anything is started (SourceConfigError, one line).
     load_sources(settings.sources_path, settings.sources_env, main_url="postgresql://127.0.0.1/checking")
     embedded = None
     database_url, redis_url = settings.database_url, settings.redis_url
-    if database_url is None or redis_url is None:
+    # Cluster and Sentinel are reached as configured, never replaced by an embedded Redis.
+    embedded_redis = redis_url is None and not (settings.redis_cluster_nodes or settings.redis_sentinels)
+    if database_url is None or embedded_redis:
         embedded = EmbeddedServices(settings.home)
     try:
         if database_url is None:
             assert embedded is not None
             database_url = await asyncio.to_thread(embedded.start_postgres)
-        if redis_url is None:
+        if embedded_redis:
             assert embedded is not None
             redis_url = await asyncio.to_thread(embedded.start_redis)
 
@@ -173,7 +223,7 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
         runtime = Runtime(
             settings=settings,
             db=db,
-            redis=redis_client(redis_url),
+            redis=session_redis(settings, redis_url),
             keys=keys,
             encryption_keys=encryption_keys,
             local_identity=local_identity,
@@ -197,7 +247,13 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
         try:
             await asyncio.wait_for(runtime.redis.ping(), timeout=5)
         except Exception as error:
-            raise Unavailable(f"Redis does not answer ({type(error).__name__}); check REDIS_URL") from error
+            raise Unavailable(
+                f"Redis does not answer ({type(error).__name__}); check REDIS_URL, "
+                "REDIS_CLUSTER_NODES or REDIS_SENTINELS"
+            ) from error
+        if not settings.redis_cluster_nodes:  # sessions an older version wrote before hash tags
+            if moved := await runtime.services.session_store.move_untagged_sessions():
+                log.info("sessions moved to hash-tagged keys", extra={"sessions": moved})
         shop = None
         if seed_demo and settings.database_url is None and settings.sources_path is None:
             shop = await start_demo_shop(db, database_url)

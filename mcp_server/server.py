@@ -13,9 +13,9 @@ from mcp_server.observability import RecordMetrics
 from mcp_server.ratelimit import RateLimit
 from mcp_server.responses import ResponseLimit
 from mcp_server.runtime import Runtime
-from mcp_server.tools import analyze, catalog, data, imports, query, sessions, sources, visualize
+from mcp_server.tools import analyze, catalog, data, imports, metrics, query, sessions, sources, visualize
 
-TOOL_MODULES = (analyze, catalog, data, imports, query, sessions, sources, visualize)
+TOOL_MODULES = (analyze, catalog, data, imports, metrics, query, sessions, sources, visualize)
 
 
 def build_app(runtime: Runtime, local_identity: Identity | None = None) -> App:

@@ -1,10 +1,11 @@
 """Short-lived artifacts (charts drawn without a session) in Redis, encrypted like session values.
 
-Each artifact is one Redis hash `artifact:{id}` (meta: owner, MIME type, name, size; content: the
+Each artifact is one Redis hash `{a:<user_id>}:artifact:<id>` (meta: owner, MIME type, name, size; content: the
 bytes), Fernet-encrypted and expiring after a fixed time. Only the user who made it may read it; to
 anyone else it does not exist. Ids are 128 random bits, so they cannot be guessed or enumerated. A user
-keeps at most `max_per_user` artifacts (the list `artifact:user:{user_id}`): a new one drops the oldest,
-so the memory one key can fill is bounded whatever its call rate.
+keeps at most `max_per_user` artifacts (the list `{a:<user_id>}:artifacts`): a new one drops the oldest,
+so the memory one key can fill is bounded whatever its call rate. The hash tag keeps a user's artifacts and
+list in one Redis Cluster slot, so the script that stores one touches one slot.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ class ArtifactStore:
         self.max_per_user = max_per_user
         self._put = redis.register_script(scripts.load("sessions", "artifact_put"))
 
-    def _key(self, artifact_id: str) -> str:
-        return f"{self.prefix}artifact:{artifact_id}"
+    def _tag(self, user_id: str) -> str:
+        return f"{self.prefix}{{a:{user_id}}}"
+
+    def _key(self, user_id: str, artifact_id: str) -> str:
+        return f"{self._tag(user_id)}:artifact:{artifact_id}"
 
     async def put(self, caller: Caller, content: bytes, mime_type: str, name: str) -> dict[str, Any]:
         """Store `content`; returns {artifact_id, uri, mime_type, size_bytes, expires_at}."""
@@ -72,14 +76,14 @@ class ArtifactStore:
             "created_at": now,
         }
         await self._put(
-            keys=[self._key(artifact_id), self._key(f"user:{caller.user_id}")],
+            keys=[self._key(caller.user_id, artifact_id), self._tag(caller.user_id) + ":artifacts"],
             args=[
                 self.cipher.encrypt_json(meta),
                 self.cipher.encrypt(content),
                 self.ttl_seconds,
                 artifact_id,
                 self.max_per_user,
-                self._key(""),
+                self._key(caller.user_id, ""),
             ],
         )
         return {
@@ -99,7 +103,9 @@ class ArtifactStore:
         )
         if not isinstance(artifact_id, str) or not _ARTIFACT_ID.match(artifact_id):
             raise missing
-        meta_blob, content_blob = await self.redis.hmget(self._key(artifact_id), ["meta", "content"])
+        # Another user's artifact is under another tag: it does not exist for this caller.
+        key = self._key(caller.user_id, artifact_id)
+        meta_blob, content_blob = await self.redis.hmget(key, ["meta", "content"])
         if meta_blob is None or content_blob is None:
             raise missing
         meta: dict[str, Any] = self.cipher.decrypt_json(meta_blob)

@@ -1,14 +1,19 @@
 """The encrypted session store in Redis: metadata hash, one key per value, per-user index sets, shared TTL.
 
-Layout (every key under the configured prefix):
-- `session:{id}` hash: `meta` (encrypted: owner, data source, grant, key-name secret), `status`,
+Layout (every key under the configured prefix; `{s:<id>}` is a Redis Cluster hash tag, so all keys of one
+session share a hash slot while different sessions spread over every master):
+- `{s:<id>}:session` hash: `meta` (encrypted: owner, data source, grant, key-name secret), `status`,
   `ttl`, `created`, `accessed`, `expires` (epoch seconds), `bytes` (stored size of all values) and
   one `k:{token}` field per key (encrypted: key name, kind, size, dataset metadata).
-- `session:{id}:data:{token}` the encrypted value; `token` is a keyed digest of the key name, so
+- `{s:<id>}:data:{token}` the encrypted value; `token` is a keyed digest of the key name, so
   key names never appear in Redis and never reach a Redis pattern.
-- `session:index:{user_id}` set of the session ids a user owns or was granted.
-Every change runs as one Lua script (sessions/lua/session_*.lua), so concurrent updates lose nothing and
-every key of a session gets the same expiry at the same moment. Key rotation is in sessions/rotation.py.
+- `session:index:{user_id}` set of the session ids a user owns or was granted (a slot of its own).
+Every change of a session runs as one Lua script on its slot (sessions/lua/session_*.lua), so concurrent
+updates lose nothing and every key of a session gets the same expiry at the same moment. The index sets
+are written apart from the session, idempotently: an id is added after its session is written (before the
+caller learns the id) and removed only after the session is gone, so a crash between the writes leaves
+either a session no caller knows of (it expires with its TTL) or an id without a session, which listing
+drops. Key rotation is in sessions/rotation.py.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ PREVIEW_ROWS = 20
 MAX_PREVIEW_ROWS = 1_000
 KEY_FIELD = "k:"
 _META_CACHE_SIZE = 4096
+_INDEX_CACHE_SIZE = 4096
+PRUNE_EVERY = 64  # a create that brings an index set to a multiple of this many ids drops expired ones
 THREAD_THRESHOLD = 256 * 1024  # encrypt/encode bigger payloads off the event loop
 INLINE_VALUE_BYTES = 32_000  # JSON size above which session_read gives a value's outline and a link
 MAX_LINKED_BYTES = 900_000  # what one read of session://{id}/{key} may carry (a response stays < 1 MiB)
@@ -142,6 +149,9 @@ class SessionStore:
         self.max_ttl_seconds = max_ttl_seconds
         self.max_session_keys = max_session_keys
         self._meta_cache: cachetools.LRUCache[str, _Meta] = cachetools.LRUCache(_META_CACHE_SIZE)
+        # index set -> epoch until which this process made sure it lives (spares a call per refresh)
+        self._index_until: cachetools.LRUCache[str, float] = cachetools.LRUCache(_INDEX_CACHE_SIZE)
+        self._index_add = redis.register_script(scripts.load("sessions", "index_add"))
         self._write = redis.register_script(_session_script("session_write"))
         self._delete_key = redis.register_script(_session_script("session_delete_key"))
         self._read = redis.register_script(_session_script("session_read"))
@@ -155,19 +165,39 @@ class SessionStore:
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    def _tag(self, session: str) -> str:
+        return f"{self.prefix}{{s:{session}}}"
+
     def hash_key(self, session: str) -> str:
-        return self._key("session", session)
+        return self._tag(session) + ":session"
 
     def data_prefix(self, session: str) -> str:
-        return self._key("session", session, "data", "")
+        return self._tag(session) + ":data:"
 
     async def live_session_ids(self) -> AsyncIterator[str]:
-        """The id of every session in Redis, whoever owns it (a SCAN: for admins and operators)."""
-        base = self._key("session", "")
+        """The id of every session in Redis, whoever owns it (a SCAN of every master: for admins and operators)."""
+        base = self._tag("")[:-1]
         async for raw in self.redis.scan_iter(match=_glob_escape(base) + "*", count=1000, _type="HASH"):
             tail = as_text(raw)[len(base) :]
-            if len(tail) == 36 and ":" not in tail:
-                yield tail
+            if len(tail) == 36 + len("}:session") and tail.endswith("}:session"):
+                yield tail[:36]
+
+    async def move_untagged_sessions(self) -> int:
+        """Move sessions an older version wrote as `session:<id>` (before hash tags) to their tagged keys;
+        returns how many moved. Runs at start-up; such keys exist only on a single Redis."""
+        base = self._key("session", "")
+        move = self.redis.register_script(scripts.load("sessions", "session_move"))
+        moved = 0
+        async for raw in self.redis.scan_iter(match=_glob_escape(base) + "*", count=1000, _type="HASH"):
+            session = as_text(raw)[len(base) :]
+            if len(session) == 36 and ":" not in session:
+                moved += int(
+                    await move(
+                        keys=[base + session, self.hash_key(session)],
+                        args=[self._key("session", session, "data", ""), self.data_prefix(session)],
+                    )
+                )
+        return moved
 
     def _index(self, user: str) -> str:
         return self._key("session", "index", user)
@@ -175,6 +205,42 @@ class SessionStore:
     def _indexes(self, grants: Grants) -> list[str]:
         users = [grants.owner_id] + ([grants.grant_user] if grants.grant_user else [])
         return [self._index(user) for user in dict.fromkeys(users)]
+
+    async def _index_session(self, grants: Grants, session: str, ttl: int) -> None:
+        """Add `session` to its users' index sets (idempotent, one slot each), living at least `ttl`."""
+        until = time.time() + 2 * ttl
+        for index in self._indexes(grants):
+            size = await self._index_add(keys=[index], args=[2 * ttl, session])
+            self._index_until[index] = until
+            if int(size) % PRUNE_EVERY == 0:
+                await self._prune(index)
+
+    async def _keep_indexes(self, grants: Grants, session: str, ttl: int) -> None:
+        """After a session's expiry moved to now + `ttl`: its index sets must outlive it. Twice the TTL
+        at a time, so this costs a call about once per TTL per user and process, not once per call;
+        the call adds the session again too (an add lost in a crash comes back here)."""
+        now = time.time()
+        for index in self._indexes(grants):
+            if self._index_until.get(index, 0.0) < now + ttl:
+                await self._index_add(keys=[index], args=[2 * ttl, session])
+                self._index_until[index] = now + 2 * ttl
+
+    async def _unindex(self, indexes: Sequence[str], session: str) -> None:
+        """Remove a session that is gone from its users' index sets (after the session, never before)."""
+        for index in indexes:
+            await self.redis.srem(index, session)
+
+    async def _prune(self, index: str) -> list[str]:
+        """Drop the ids of sessions that no longer exist from one index set; returns the ids kept."""
+        ids = sorted(as_text(raw) for raw in await self.redis.smembers(index))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session in ids:
+                pipe.exists(self.hash_key(session))
+            found = await pipe.execute()
+        gone = [session for session, exists in zip(ids, found, strict=True) if not exists]
+        if gone:
+            await self.redis.srem(index, *gone)
+        return [session for session in ids if session not in gone]
 
     # -- metadata ----------------------------------------------------------------------------
     def _decode_meta(self, blob: bytes | str) -> _Meta:
@@ -257,9 +323,12 @@ class SessionStore:
         args: list[Any] = [self.data_prefix(session), repr(now), session, len(fields)]
         for name, value in fields.items():
             args += [name, value]
-        created = await self._put(keys=[self.hash_key(session), *self._indexes(grants)], args=args)
+        created = await self._put(keys=[self.hash_key(session)], args=args)
         if not created:  # a UUID4 collision: vanishingly rare, never silently merged
             raise Unavailable("could not allocate a session id; retry")
+        # After the session exists, so listing never drops it as gone; before anyone learns its id, so a
+        # crash in between leaves a session no one can name, which expires with its TTL.
+        await self._index_session(grants, session, ttl)
         answer: dict[str, Any] = {
             "session_id": session,
             "created_at": _iso(now),
@@ -279,11 +348,11 @@ class SessionStore:
         meta.grants.require_write(caller, session)
         now = time.time()
         result = await self._touch(
-            keys=[self.hash_key(session), *self._indexes(meta.grants)],
-            args=[self.data_prefix(session), repr(now), str(ttl)],
+            keys=[self.hash_key(session)], args=[self.data_prefix(session), repr(now), str(ttl)]
         )
         if int(result) < 0:
             raise access.not_found(session)
+        await self._index_session(meta.grants, session, ttl)
         return {"session_id": session, "ttl_seconds": ttl, "expires_at": _iso(now + ttl), "status": "active"}
 
     # -- values ------------------------------------------------------------------------------
@@ -300,8 +369,8 @@ class SessionStore:
         meta.grants.require_write(caller, session)
         token = meta.token(key)
         entry = {**entry, "name": key, "size_bytes": len(value_blob), "updated_at": _iso(time.time())}
-        code, total = await self._write(
-            keys=[self.hash_key(session), self.data_prefix(session) + token, *self._indexes(meta.grants)],
+        code, total, *ttl = await self._write(
+            keys=[self.hash_key(session), self.data_prefix(session) + token],
             args=[
                 self.data_prefix(session),
                 repr(time.time()),
@@ -326,6 +395,7 @@ class SessionStore:
                 f"session '{session}' has {int(total):,} keys (SESSION_MAX_KEYS); delete some with "
                 "session_delete_key, overwrite an existing key or use a new session"
             )
+        await self._keep_indexes(meta.grants, session, int(ttl[0]))
         return int(total)
 
     async def delete_key(self, caller: Caller, session_id: str, key: str) -> dict[str, Any]:
@@ -335,10 +405,12 @@ class SessionStore:
         meta = await self._meta(caller, session)
         meta.grants.require_write(caller, session)
         token = meta.token(key)
-        code, total = await self._delete_key(
-            keys=[self.hash_key(session), self.data_prefix(session) + token, *self._indexes(meta.grants)],
+        code, total, *ttl = await self._delete_key(
+            keys=[self.hash_key(session), self.data_prefix(session) + token],
             args=[self.data_prefix(session), repr(time.time()), KEY_FIELD + token],
         )
+        if ttl:
+            await self._keep_indexes(meta.grants, session, int(ttl[0]))
         if code == -1:
             raise access.not_found(session)
         if code == -3:
@@ -425,14 +497,15 @@ class SessionStore:
         meta = await self._meta(caller, session)
         token = meta.token(key)
         found = await self._read(
-            keys=[self.hash_key(session), self.data_prefix(session) + token, *self._indexes(meta.grants)],
+            keys=[self.hash_key(session), self.data_prefix(session) + token],
             args=[self.data_prefix(session), repr(time.time()), KEY_FIELD + token],
         )
         if found is None:
             raise access.not_found(session)
-        if not found:
+        await self._keep_indexes(meta.grants, session, int(found[0]))
+        if len(found) < 2:
             return None, None
-        return self._entry(found[0]), (found[1] if len(found) > 1 else None)
+        return self._entry(found[1]), (found[2] if len(found) > 2 else None)
 
     async def read(
         self, caller: Caller, session_id: str, key: str, offset: int = 0, limit: int = PREVIEW_ROWS
@@ -589,7 +662,7 @@ class SessionStore:
             candidates = {session async for session in self.live_session_ids()}
         else:
             candidates = {as_text(raw) for raw in await self.redis.smembers(self._index(caller.user_id))}
-        ids = sorted(candidates)
+        ids = sorted(candidates)  # one slot per session: a cluster pipeline sends each to its master
         async with self.redis.pipeline(transaction=False) as pipe:
             for session in ids:
                 pipe.hgetall(self.hash_key(session))
@@ -624,9 +697,8 @@ class SessionStore:
             raise Forbidden("session_delete needs role admin; use session_close for your own sessions")
         blob = await self.redis.hget(self.hash_key(session), "meta")
         indexes = self._indexes(self._decode_meta(blob).grants) if blob is not None else []
-        removed = await self._drop(
-            keys=[self.hash_key(session), *indexes], args=[self.data_prefix(session), session]
-        )
+        removed = await self._drop(keys=[self.hash_key(session)], args=[self.data_prefix(session), session])
+        await self._unindex(indexes, session)
         archived = await self.archive.remove(session) if self.archive is not None else False
         if not removed and not archived:
             raise access.not_found(session)
@@ -644,9 +716,11 @@ class SessionStore:
         meta.grants.require_manage(caller, session, "close")
         indexes = self._indexes(meta.grants)
         if not archive:
-            if not await self._drop(
-                keys=[self.hash_key(session), *indexes], args=[self.data_prefix(session), session]
-            ):
+            dropped = await self._drop(
+                keys=[self.hash_key(session)], args=[self.data_prefix(session), session]
+            )
+            await self._unindex(indexes, session)
+            if not dropped:
                 raise access.not_found(session)
             return {"session_id": session, "status": "closed", "archived": False}
         if self.archive is None:
@@ -671,7 +745,8 @@ class SessionStore:
             # The archive did not take it: the live session stays exactly as it was.
             await self._set_status(keys=[self.hash_key(session)], args=["active"])
             raise
-        await self._drop(keys=[self.hash_key(session), *indexes], args=[self.data_prefix(session), session])
+        await self._drop(keys=[self.hash_key(session)], args=[self.data_prefix(session), session])
+        await self._unindex(indexes, session)
         return {
             "session_id": session,
             "status": "closed",
@@ -705,11 +780,13 @@ class SessionStore:
             args += [name, value]
         for token, value in values.items():
             args += [token, value]
-        put = await self._put(keys=[self.hash_key(session), *self._indexes(meta.grants)], args=args)
+        ttl = int(hash_fields.get("ttl") or 0)
+        put = await self._put(keys=[self.hash_key(session)], args=args)
+        # Also when it was live already: a restore that failed after its put is finished by the next one.
+        await self._index_session(meta.grants, session, ttl)
         if not put:
             raise InvalidInput(f"session '{session}' is active already; read it with session_read")
         await self.archive.remove(session)
-        ttl = int(hash_fields.get("ttl") or 0)
         return {
             "session_id": session,
             "status": "active",

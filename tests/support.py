@@ -47,5 +47,7 @@ async def version_heard(runtime: Any, version: int | None = None) -> int:
 async def bump_version(runtime: Any) -> int:
     """Bump the data version as a load elsewhere would (a bare UPDATE), and wait until `runtime` heard."""
     async with runtime.db.connection() as conn:
-        version = await conn.fetchval("UPDATE mcp_internal.data_version SET version = version + 1 RETURNING version")
+        version = await conn.fetchval(
+            "UPDATE mcp_internal.data_version SET version = version + 1 RETURNING version"
+        )
     return await version_heard(runtime, int(version))

@@ -16,6 +16,7 @@ import asyncpg
 from core.errors import Forbidden, Unavailable
 from warehouse import copy, sql
 from warehouse.generator import Dataset
+from warehouse.replica import ReplicaWatch, wait_for_replay
 from warehouse.shares import Shares, current_owner
 from warehouse.versions import VersionWatch
 
@@ -104,6 +105,10 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._read_pool: asyncpg.Pool | None = None
         self._query_pool: asyncpg.Pool | None = None
+        # With a replica: whether it answers and its lag (warehouse/replica.py); while it does not, reads
+        # and agent queries use the primary (the query role's standby pool there).
+        self.replica: ReplicaWatch | None = None
+        self._primary_query_pool: asyncpg.Pool | None = None
         # The data version as notified (warehouse/versions.py), once watch_data_version has run.
         self.versions: VersionWatch | None = None
 
@@ -112,6 +117,8 @@ class Database:
             self._pool = await self._create_pool(self.url, server_settings=ANALYSIS_SETTINGS)
             if self.read_url:
                 self._read_pool = await self._create_pool(self.read_url, server_settings=ANALYSIS_SETTINGS)
+                self.replica = ReplicaWatch(self.read_url, on_change=self._replica_changed)
+                await self.replica.start()
         except (TimeoutError, OSError, asyncpg.PostgresError) as error:
             await self.close()
             raise Unavailable(
@@ -133,16 +140,19 @@ class Database:
         return pool
 
     async def close(self) -> None:
+        if self.replica is not None:
+            await self.replica.close()
+            self.replica = None
         if self.versions is not None:
             await self.versions.close()
             self.versions = None
-        for pool in (self._query_pool, self._read_pool, self._pool):
+        for pool in (self._query_pool, self._primary_query_pool, self._read_pool, self._pool):
             if pool is not None:
                 try:
                     await asyncio.wait_for(pool.close(), timeout=5)
                 except (TimeoutError, OSError):
                     pool.terminate()
-        self._pool = self._read_pool = self._query_pool = None
+        self._pool = self._read_pool = self._query_pool = self._primary_query_pool = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -152,14 +162,34 @@ class Database:
 
     @property
     def read_pool(self) -> asyncpg.Pool:
-        """Queries and analyses read here: the replica when DATABASE_READ_URL is set."""
-        return self._read_pool or self.pool
+        """Queries and analyses read here: the replica when DATABASE_READ_URL is set, unless it is down."""
+        if self._read_pool is not None and self._replica_up:
+            return self._read_pool
+        return self.pool
+
+    @property
+    def _replica_up(self) -> bool:
+        return self.replica is None or self.replica.up
+
+    def _suspect(self, pool: asyncpg.Pool) -> None:
+        """A replica connection failed: the watch probes now, so reads move to the primary sooner."""
+        if self.replica is not None and pool in (self._read_pool, self._query_pool):
+            self.replica.suspect()
+
+    async def _replica_changed(self, up: bool) -> None:
+        """The replica is back: its pooled connections died with it, so open fresh ones."""
+        if up:
+            for pool in (self._read_pool, self._query_pool):
+                if pool is not None:
+                    await pool.expire_connections()
 
     @property
     def query_pool(self) -> asyncpg.Pool:
         """Agent queries (warehouse/query.py run_select) run here, logged in as the query role."""
         if self._query_pool is None:
             raise Unavailable("the query pool is not started; retry shortly")
+        if self._primary_query_pool is not None and not self._replica_up:
+            return self._primary_query_pool
         return self._query_pool
 
     def pool_stats(self) -> dict[str, int]:
@@ -192,6 +222,7 @@ class Database:
         except BaseException as error:
             give_back()
             if isinstance(error, (*CONNECTION_ERRORS, asyncpg.PostgresError)):
+                self._suspect(pool)
                 # A PostgresError here is the server refusing a new connection (too many clients, database
                 # not accepting connections, starting up): unavailable for now, not a bad statement.
                 raise Unavailable(
@@ -201,6 +232,7 @@ class Database:
         try:
             yield conn
         except LOST_CONNECTION as error:
+            self._suspect(pool)
             raise Unavailable(
                 f"the connection to PostgreSQL was lost ({type(error).__name__}); retry shortly"
             ) from error
@@ -241,11 +273,17 @@ class Database:
                 role = self.query_role
                 await conn.execute("SELECT set_config('analytics_mcp.query_role', $1, true)", role)
             await conn.execute(sql.load("query_grants"))
+        if self._query_pool is None and self._read_pool is not None:
+            await wait_for_replay(self.pool, self._read_pool)  # the role just made must be there first
         if self._query_pool is None:
             # The same server (the replica when DATABASE_READ_URL is set), as the query role.
             self._query_pool = await self._open_query_pool(
                 self.read_url or self.url, "the query role", user=role, password=password
             )
+            if self.read_url:  # where agent queries run while the replica is down
+                self._primary_query_pool = await self._open_query_pool(
+                    self.url, "the query role", user=role, password=password
+                )
 
     async def _open_query_pool(self, url: str, source: str, **login: Any) -> asyncpg.Pool:
         """A pool whose connections start read-only, after checking who it logs in as."""

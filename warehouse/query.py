@@ -313,15 +313,19 @@ _PSEUDO_TYPES = (
 
 
 async def _prepare(conn: asyncpg.Connection, text: str, timeout: float) -> Any:
-    """Prepare the statement; columns of a pseudo-type (anyarray...) are read as their text form."""
+    """Prepare the statement; columns of a pseudo-type (anyarray...) are read as their text form.
+
+    As the unnamed statement (name ""): an agent's statement runs once, and the unnamed one is simply
+    replaced by the next, where a named one would stay on the server until asyncpg closes it, one
+    more round trip each, on the connection's next prepare."""
     try:
-        return await conn.prepare(text, timeout=timeout)
+        return await conn.prepare(text, name="", timeout=timeout)
     except asyncpg.InternalClientError:
         pass  # asyncpg could not resolve a column type: register text codecs (client-side, no round trip)
     for name in _PSEUDO_TYPES:
         await conn.set_type_codec(name, schema="pg_catalog", encoder=str, decoder=str, format="text")
     try:
-        return await conn.prepare(text, timeout=timeout)
+        return await conn.prepare(text, name="", timeout=timeout)
     except asyncpg.InternalClientError:
         raise InvalidInput(
             "a result column has a type the server cannot read; cast unusual columns to text "

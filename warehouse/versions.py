@@ -1,11 +1,12 @@
 """The built-in database's data version, learnt from PostgreSQL notifications instead of read per call.
 
-A trigger on mcp_internal.data_version (sql/schema.sql) sends the new version on CHANNEL in the
-transaction that bumps it, whoever bumps it (a load, reset_data, another instance, an operator's
-UPDATE); PostgreSQL delivers it at commit. One dedicated connection LISTENs and keeps the latest
-version in memory. While that connection is down the version is unknown (None) and readers fall back
-to reading the row per call; on reconnect it LISTENs first and then reads the row, so no change made
-meanwhile is missed. Versions only grow, so the larger of what was read and what was heard wins.
+A trigger on mcp_internal.data_version (sql/schema.sql) sends a notice on CHANNEL in the transaction
+that bumps it, whoever bumps it (a load, reset_data, another instance, an operator's UPDATE);
+PostgreSQL delivers it at commit. One dedicated connection LISTENs; on each notice it reads the row
+(changes are rare: one read per change, not per call) and keeps the version in memory. The notice is
+only a signal: its payload is never trusted, so a stray NOTIFY on the channel costs one read. While
+that connection is down the version is unknown (None) and readers fall back to reading the row per
+call; on reconnect it LISTENs first and then reads the row, so no change made meanwhile is missed.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "analytics_mcp_data_version"
 VERSION_SQL = "SELECT version FROM mcp_internal.data_version"
-# A silently broken connection (no reset from the network) is found by a read this often, and the
-# row read then also corrects the version, whatever the notifications said.
+# A silently broken connection (no reset from the network) is found by a read this often.
 CHECK_SECONDS = 30.0
 CHECK_TIMEOUT = 5.0
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # waits between reconnect attempts, the last one repeated
@@ -35,34 +35,36 @@ class VersionWatch:
         self._url = url
         self._connect_timeout = connect_timeout
         self._conn: asyncpg.Connection | None = None
-        self._read: int | None = None  # read when the connection was (re)made or last checked
-        self._heard = 0  # the largest version notified on the current connection
-        self._lost = asyncio.Event()
+        self._version: int | None = None  # None: not listening
+        self._wake = asyncio.Event()  # a notice, or the connection lost
         self._task: asyncio.Task[None] | None = None
 
     @property
     def current(self) -> int | None:
-        """The data version as of the last notification; None while not listening (read the row)."""
-        if self._conn is None or self._read is None:
-            return None
-        return max(self._read, self._heard)
+        """The data version as of the last notice; None while not listening (read the row instead)."""
+        return self._version if self._conn is not None else None
 
     @property
     def listening(self) -> bool:
         return self.current is not None
 
     def saw(self, version: int) -> None:
-        """A version this process committed itself: known at once, before its notification arrives."""
-        if self._conn is not None:
-            self._heard = max(self._heard, version)
+        """A version this process committed itself: used at once, before its notice is read."""
+        self._advance(version)
+
+    def _advance(self, version: int) -> None:
+        # Versions only grow: a read that started before a newer commit never takes it back.
+        if self._conn is not None and self._version is not None:
+            self._version = max(self._version, version)
 
     async def start(self) -> None:
         """Listen now if PostgreSQL lets us, else keep trying in the background (reads meanwhile)."""
         try:
             await self._connect()
         except Exception as error:  # noqa: BLE001 - not listening only means reading per call
-            log.warning("data version notifications unavailable (%s); reading it per call", type(error).__name__)
-            self._lost.set()
+            log.warning(
+                "data version notifications unavailable (%s); reading it per call", type(error).__name__
+            )
         self._task = asyncio.create_task(self._keep_listening(), name="data-version-watch")
 
     async def close(self) -> None:
@@ -79,56 +81,63 @@ class VersionWatch:
             timeout=self._connect_timeout,
             server_settings={"application_name": "analytics-mcp data version"},
         )
+        # Ours before LISTEN (the version still unknown), so a notice that arrives with the read below
+        # wakes the loop for another read rather than being dropped.
+        self._conn, self._version = conn, None
         try:
-            self._heard = 0
-            await conn.add_listener(CHANNEL, self._heard_of)
+            await conn.add_listener(CHANNEL, self._notified)
             conn.add_termination_listener(self._terminated)
             # After LISTEN: a change committed before it is in the row, one after it is notified.
-            self._read = int(await conn.fetchval(VERSION_SQL, timeout=CHECK_TIMEOUT) or 0)
+            version = int(await conn.fetchval(VERSION_SQL, timeout=CHECK_TIMEOUT) or 0)
         except BaseException:
+            self._conn = None
             conn.terminate()
             raise
-        self._conn = conn
-        self._lost.clear()
+        self._version = version
 
-    def _heard_of(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        if conn is not self._conn:
-            return
-        try:
-            self._heard = max(self._heard, int(payload))
-        except ValueError:  # not ours (someone else NOTIFYing on the channel): check the row instead
-            self._read = None
-            self._lost.set()
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if conn is self._conn:
+            self._wake.set()
 
     def _terminated(self, conn: Any) -> None:
         if conn is self._conn:
             log.warning("data version listener lost; reading it per call until it is back")
-            self._conn = self._read = None
-            self._lost.set()
+            self._conn = self._version = None
+            self._wake.set()
 
     async def _keep_listening(self) -> None:
         attempt = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), timeout=CHECK_SECONDS)
-            if not self._lost.is_set() and self._conn is not None:
-                try:  # still alive? the row also corrects anything a notification got wrong
-                    self._read = int(await self._conn.fetchval(VERSION_SQL, timeout=CHECK_TIMEOUT) or 0)
+            if self._conn is None:
+                await self._drop()
+                try:
+                    await self._connect()
+                except Exception as error:  # noqa: BLE001 - retried: meanwhile readers read the row
+                    log.debug("data version listener reconnect failed (%s)", type(error).__name__)
+                    await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
+                    attempt += 1
                     continue
-                except Exception:  # noqa: BLE001 - a dead connection: reconnect below
-                    self._lost.set()
-            await self._drop()
-            try:
-                await self._connect()
+                if attempt:
+                    log.warning("data version listener back")
                 attempt = 0
-                log.info("data version listener back")
-            except Exception as error:  # noqa: BLE001 - retried: meanwhile readers read the row
-                log.debug("data version listener reconnect failed (%s)", type(error).__name__)
-                await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
-                attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=CHECK_SECONDS)
+            self._wake.clear()
+            conn = self._conn
+            if conn is None:
+                attempt = max(attempt, 1)  # lost: reconnect (and say so when back)
+                continue
+            try:  # a notice, or the periodic check that the connection is alive
+                self._advance(int(await conn.fetchval(VERSION_SQL, timeout=CHECK_TIMEOUT) or 0))
+            except Exception:  # noqa: BLE001 - a dead connection: reconnect
+                log.warning("data version listener lost; reading it per call until it is back")
+                self._conn = self._version = None
+                attempt = 1
+                with contextlib.suppress(Exception):
+                    conn.terminate()
 
     async def _drop(self) -> None:
-        conn, self._conn, self._read = self._conn, None, None
+        conn, self._conn, self._version = self._conn, None, None
         if conn is not None:
             try:
                 await asyncio.wait_for(conn.close(), timeout=2)

@@ -1,4 +1,4 @@
--- Delete every key of a session. KEYS: hash, index sets. ARGV: data key prefix, session id. Returns 1 if the hash was there, else 0.
+-- Delete every key of a session. KEYS: hash. ARGV: data key prefix. Returns 1 if the hash was there, else 0.
 local removed = 0
 if redis.call('EXISTS', KEYS[1]) == 1 then
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -8,5 +8,4 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   removed = redis.call('DEL', KEYS[1])
 end
-for j = 2, #KEYS do redis.call('SREM', KEYS[j], ARGV[2]) end
 return removed

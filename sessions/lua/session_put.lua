@@ -1,4 +1,4 @@
--- Create a session or bring an archived one back. KEYS: hash, index sets. ARGV: data key prefix, now, session id, n, n field/value pairs, token/value pairs.
+-- Create a session or bring an archived one back. KEYS: hash. ARGV: data key prefix, now, session id, n, n field/value pairs, token/value pairs.
 -- Returns 1, or 0 when the session exists already.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local n = tonumber(ARGV[4])
@@ -11,6 +11,5 @@ while i <= #ARGV do
   redis.call('SET', ARGV[1] .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-for j = 2, #KEYS do redis.call('SADD', KEYS[j], ARGV[3]) end
-refresh(2)
+refresh()
 return 1

@@ -1,5 +1,6 @@
--- Defines refresh(first_index), prepended to session scripts: gives hash KEYS[1], its data keys (prefix ARGV[1]) and index sets KEYS[first_index..] the session TTL as of now (ARGV[2]); returns the TTL.
-local function refresh(first_index)
+-- Defines refresh(), prepended to session scripts: gives hash KEYS[1] and its data keys (prefix ARGV[1], the same hash slot) the session TTL as of now (ARGV[2]); returns the TTL.
+-- The users' index sets live in other slots: the store keeps their expiry (sessions/store.py).
+local function refresh()
   local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
   redis.call('HSET', KEYS[1], 'accessed', ARGV[2], 'expires', tostring(tonumber(ARGV[2]) + ttl))
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -7,10 +8,6 @@ local function refresh(first_index)
     if string.sub(field, 1, 2) == 'k:' then
       redis.call('EXPIRE', ARGV[1] .. string.sub(field, 3), ttl)
     end
-  end
-  for i = first_index, #KEYS do
-    local remaining = redis.call('TTL', KEYS[i])
-    if remaining ~= -2 and remaining < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
   end
   return ttl
 end

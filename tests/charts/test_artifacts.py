@@ -29,9 +29,9 @@ async def test_an_artifact_is_encrypted_expires_and_is_its_makers_only(store, ru
     stored = await store.put(ANN, marker, "image/svg+xml", "chart")
     meta, content = await store.get(ANN, stored["artifact_id"])
     assert content == marker and meta["mime_type"] == "image/svg+xml"
-    raw = await runtime.redis.hgetall(store._key(stored["artifact_id"]))
+    raw = await runtime.redis.hgetall(store._key(ANN.user_id, stored["artifact_id"]))
     assert all(b"recognisable" not in value for value in raw.values()), "stored in clear"
-    assert 0 < await runtime.redis.ttl(store._key(stored["artifact_id"])) <= 3600
+    assert 0 < await runtime.redis.ttl(store._key(ANN.user_id, stored["artifact_id"])) <= 3600
     with pytest.raises(NotFound, match="not found"):
         await store.get(BOB, stored["artifact_id"])
     with pytest.raises(NotFound, match="not found"):

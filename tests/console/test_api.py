@@ -302,3 +302,9 @@ async def test_generate_takes_the_shop_dataset_into_the_built_in_database(http, 
         console_runtime, "SELECT (SELECT count(*) FROM shop.customers), (SELECT count(*) FROM shop.orders)"
     )
     assert tuple(counts[0]) == (60, answer["tables"]["orders"]) and answer["source"] == "main"
+    emptied = await http.post(
+        "/api/v1/admin/reset", params={"confirm": "true", "dataset": "shop"}, headers=admin
+    )
+    assert emptied.status_code == 200, emptied.text
+    assert emptied.json()["tables"]["customers"] == {"before": 60, "after": 0}
+    assert (await plain_sql(console_runtime, "SELECT count(*) FROM shop.orders"))[0][0] == 0

@@ -167,7 +167,9 @@ async def test_an_admin_follows_a_query_from_mcp_to_the_log_a_source_and_a_sessi
     await session_row.locator("button", has_text="Close").click()
     await page.locator("text=Session closed and archived.").wait_for()
     assert await session_row.count() == 0
-    assert await console_runtime.redis.exists(console_runtime.key("session", session_id)) == 0
+    assert (
+        await console_runtime.redis.exists(console_runtime.services.session_store.hash_key(session_id)) == 0
+    )
     (archived,) = await plain_sql(
         console_runtime,
         "SELECT owner_id FROM mcp_internal.session_archive WHERE session_id = $1::uuid",

@@ -116,13 +116,17 @@ async def test_an_action_without_the_right_csrf_token_is_403_and_changes_nothing
     data = {} if token is None else {"csrf_token": token}
     response = await http.post(f"/console/sessions/{session_id}/delete", data=data)
     assert response.status_code == 403 and "CSRF" in response.text
-    assert await console_runtime.redis.exists(console_runtime.key("session", session_id)) == 1
+    assert (
+        await console_runtime.redis.exists(console_runtime.services.session_store.hash_key(session_id)) == 1
+    )
     page = await http.get("/console/sessions")
     deleted = await http.post(
         f"/console/sessions/{session_id}/delete", data={"csrf_token": csrf_of(page.text)}
     )
     assert deleted.status_code == 303
-    assert await console_runtime.redis.exists(console_runtime.key("session", session_id)) == 0
+    assert (
+        await console_runtime.redis.exists(console_runtime.services.session_store.hash_key(session_id)) == 0
+    )
 
 
 async def test_every_page_has_a_strict_csp_is_small_and_shows_no_secret(http, api_keys, console_runtime):

@@ -441,3 +441,18 @@ async def test_the_data_version_changes_when_an_allowed_table_changes(engine: My
         assert await engine.data_version() != before
     finally:
         await _fetch("UPDATE documents SET title = 'after' WHERE id = 3")
+
+
+async def test_an_accepted_query_is_remembered_for_new_values_and_a_refusal_is_not(
+    engine: MySQLEngine,
+) -> None:
+    text = "SELECT COUNT(*) FROM orders WHERE amount >= %(low)s"
+    first = await engine.guarded(text, {"low": 1})
+    again = await engine.guarded(text, {"low": 50})
+    assert again is first  # the same text and parameter names: the verdict is not parsed again
+    low = (await engine.run(again, {"low": 50}, timeout=10, max_rows=10, max_bytes=10_000)).rows
+    assert low == await _fetch("SELECT COUNT(*) FROM orders WHERE amount >= %s", (50,))
+    assert await engine.guarded(text + " AND status = %(s)s", {"low": 1, "s": "paid"}) is not first
+    for _ in range(2):  # refused each time, with its reason
+        with pytest.raises(QueryRefused, match="internal_notes"):
+            await engine.guarded("SELECT note FROM internal_notes", {})

@@ -15,6 +15,8 @@ EXPECTED_TOOL_ROLES = {
     "generate_data": ADMIN,
     "reset_data": ADMIN,
     "query_database": ANALYST,
+    "query_metrics": ANALYST,
+    "get_record": ANALYST,
     "analyze_data": ANALYST,
     "create_visualization": ANALYST,
     "import_file": ANALYST,
@@ -50,6 +52,7 @@ EXPECTED_RESOURCE_ROLES = {
     "schema://database/main": ANALYST,
     "schema://database/main/{table}": ANALYST,
     "schema://{source}": EVERYONE,
+    "metrics://{source}": ANALYST,
     "schema://{source}/{table}": EVERYONE,
     "docs://data_dictionary": ANALYST,
     "docs://{source}/data_dictionary": EVERYONE,  # the built-in database's (docs://main/...): analysts only

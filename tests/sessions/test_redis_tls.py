@@ -129,7 +129,7 @@ async def test_sessions_work_over_rediss_with_a_password_and_a_wrong_password_is
             assert (await call(analyst, "session_read", session_id=session, key="over_tls"))["value"] == {
                 "ok": 1
             }
-        assert await runtime.redis.exists(runtime.key("session", session)) == 1
+        assert await runtime.redis.exists(runtime.services.session_store.hash_key(session)) == 1
     finally:
         await runtime.close()
     for bad_url in (

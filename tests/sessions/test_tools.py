@@ -28,7 +28,8 @@ Users = Callable[[str], Client]
 
 async def session_keys(runtime: Runtime, session: str) -> list[bytes]:
     """Every Redis key of one session (its hash and its values)."""
-    keys = [key async for key in runtime.redis.scan_iter(match=runtime.key("session", session) + "*")]
+    tag = runtime.services.session_store.data_prefix(session).removesuffix(":data:")
+    keys = [key async for key in runtime.redis.scan_iter(match=tag + "*")]
     return sorted(keys)
 
 
@@ -228,7 +229,7 @@ async def test_reading_touches_last_accessed_and_pushes_expiry(
     async with as_user("analyst") as analyst:
         session = (await call(analyst, "session_create", data_source="db", ttl_seconds=300))["session_id"]
         await call(analyst, "session_update", session_id=session, key="k", value=1)
-        hash_key = sessions_runtime.key("session", session)
+        hash_key = sessions_runtime.services.session_store.hash_key(session)
         before = float(await sessions_runtime.redis.hget(hash_key, "accessed"))
         await sessions_runtime.redis.expire(hash_key, 100)  # pretend time has passed
         await call(analyst, "session_read", session_id=session, key="k")
@@ -331,7 +332,10 @@ async def test_an_archive_failure_leaves_the_live_session_untouched(
                 await conn.execute("ALTER TABLE mcp_internal.session_archive_away RENAME TO session_archive")
         assert await session_keys(sessions_runtime, session) == keys_before
         assert (
-            await sessions_runtime.redis.hget(sessions_runtime.key("session", session), "status") == b"active"
+            await sessions_runtime.redis.hget(
+                sessions_runtime.services.session_store.hash_key(session), "status"
+            )
+            == b"active"
         )
         assert (await call(analyst, "session_read", session_id=session, key="keep"))["value"] == "me"
         await call(analyst, "session_update", session_id=session, key="keep", value="still writable")
@@ -460,7 +464,7 @@ async def test_100_concurrent_updates_to_one_session_lose_nothing(
     data_keys = [k for k in await session_keys(sessions_runtime, session) if b":data:" in k]
     assert len(data_keys) == 101
     lengths = [await sessions_runtime.redis.strlen(k) for k in data_keys]
-    hash_key = sessions_runtime.key("session", session)
+    hash_key = sessions_runtime.services.session_store.hash_key(session)
     assert int(await sessions_runtime.redis.hget(hash_key, "bytes")) == sum(lengths)
     assert entry["size_bytes"] == sum(k["size_bytes"] for k in entry["keys"])
 

@@ -66,6 +66,20 @@ async def test_a_bare_update_from_another_connection_is_heard_without_reading_th
     assert bumped == before + 1 and await rt.db.data_version() == bumped
 
 
+async def test_a_stray_notice_on_the_channel_is_only_a_signal_never_a_version(rt):
+    outside = await asyncpg.connect(rt.settings.database_url)
+    try:
+        await outside.execute("SELECT pg_notify('analytics_mcp_data_version', '999999')")
+        await outside.execute("SELECT pg_notify('analytics_mcp_data_version', 'not a number')")
+        bumped = await outside.fetchval(
+            "UPDATE mcp_internal.data_version SET version = version + 1 RETURNING version"
+        )
+    finally:
+        await outside.close()
+    await until(lambda: rt.db.versions is not None and rt.db.versions.current == bumped)
+    assert rt.db.versions.listening and await rt.db.data_version() == bumped == await row_version(rt)
+
+
 async def test_another_instances_load_is_seen_and_no_answer_cached_before_it_is_served(rt):
     other = await start_runtime(rt.settings, seed_demo=False)  # its own pools and listener
     try:

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncmy
+import cachetools
 from asyncmy.constants import COMMAND
 from asyncmy.cursors import SSCursor
 from asyncmy.errors import Error as MySQLError
@@ -37,7 +38,14 @@ from warehouse.profiles import (
     top_values_sql,
     wants_top_values,
 )
-from warehouse.query import MAX_TIMEOUT_SECONDS, Column, QueryResult, check_timeout, in_guard_thread
+from warehouse.query import (
+    GUARD_CACHE_CHARS,
+    MAX_TIMEOUT_SECONDS,
+    Column,
+    QueryResult,
+    check_timeout,
+    in_guard_thread,
+)
 from warehouse.query import _json_bytes as json_bytes  # the same byte accounting as PostgreSQL's answers
 
 # Quotes and backslashes as the guard reads them: no ANSI_QUOTES, no NO_BACKSLASH_ESCAPES, no
@@ -156,6 +164,8 @@ class MySQLEngine:
         self.mariadb = True
         self._allowed: frozenset[str] = frozenset()
         self._single_statement: set[int] = set()  # server ids of connections with multi-statements off
+        # Accepted queries' verdicts (on the event loop only), as for main and files sources: see `guarded`.
+        self._verdicts: cachetools.LRUCache[tuple[Any, ...], GuardedStatement] = cachetools.LRUCache(512)
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -296,7 +306,17 @@ class MySQLEngine:
     # --- queries --------------------------------------------------------------------------------
 
     async def guarded(self, sql: str, parameters: Mapping[str, Any]) -> GuardedStatement:
-        return await in_guard_thread(_guard, sql, dict(parameters), self.database, self._allowed)
+        """The verdict depends only on the text, the parameter names, the database and the allowed
+        tables, so an accepted query is remembered under exactly those (agents repeat a text with new
+        values: no parse); refusals are not remembered."""
+        key = (sql, tuple(parameters), self.database, self._allowed)
+        remembered = self._verdicts.get(key) if len(sql) <= GUARD_CACHE_CHARS else None
+        if remembered is not None:
+            return remembered
+        statement = await in_guard_thread(_guard, sql, dict(parameters), self.database, self._allowed)
+        if len(sql) <= GUARD_CACHE_CHARS:
+            self._verdicts[key] = statement
+        return statement
 
     async def run(
         self,
@@ -356,20 +376,23 @@ class MySQLEngine:
         # Not `async with`: closing an unbuffered cursor reads the rest of the result, and a cut-short
         # answer must not; its connection is closed instead.
         cursor = conn.cursor(SSCursor)
+        limited = ""  # MariaDB bounds each statement itself (SET STATEMENT ... FOR): no round trip of its own
         if self.mariadb:
-            await cursor.execute(f"SET SESSION max_statement_time = {max(timeout, 0.001):.3f}")  # 0: none
+            limited = f"SET STATEMENT max_statement_time = {max(timeout, 0.001):.3f} FOR "  # 0: none
         else:
             await cursor.execute(f"SET SESSION max_execution_time = {max(1, int(timeout * 1000))}")
         await cursor.execute("START TRANSACTION READ ONLY")
         prefix, body = _split(statement.sql)
         # The result's columns first (LIMIT 0 reads none), to know which to measure and cut.
-        await cursor.execute(f"{prefix}({body}) LIMIT 0", arguments)
+        await cursor.execute(f"{limited}{prefix}({body}) LIMIT 0", arguments)
         description = cursor.description or ()
         await cursor.fetchall()
         columns = _columns(description)
         measured = [index for index, field in enumerate(description) if field[1] in _VARIABLE_SIZE_TYPES]
         names = [str(field[0]) for field in description]
-        await cursor.execute(_bounded(prefix, body, names, measured, max_rows, max_bytes), arguments)
+        await cursor.execute(
+            limited + _bounded(prefix, body, names, measured, max_rows, max_bytes), arguments
+        )
         rows: list[tuple[Any, ...]] = []
         cut: set[int] = set()
         keys = sum(len(column.name.encode()) + 4 for column in columns)

@@ -140,14 +140,14 @@ async def run_modelled(
             raise InvalidInput(
                 f"{analysis_name}{where} follows metric {', '.join(TREND_METRICS)}; got {str(metric)[:40]!r}"
             )
+    anomaly_metric = None
     if analysis_name == "anomalies":  # the parameter model lists the telecom metrics; a model has its own
-        metric = raw.pop("metric", _anomaly_metrics(model)[0])
-        needed = ANOMALY_METRICS.get(metric) if isinstance(metric, str) else None
+        anomaly_metric = raw.pop("metric", _anomaly_metrics(model)[0])
+        needed = ANOMALY_METRICS.get(anomaly_metric) if isinstance(anomaly_metric, str) else None
         if needed is None:
             raise InvalidInput(
-                f"anomalies{where} follows metric {', '.join(ANOMALY_METRICS)}; got {str(metric)[:40]!r}"
+                f"anomalies{where} follows metric {', '.join(ANOMALY_METRICS)}; got {str(anomaly_metric)[:40]!r}"
             )
-        raw["metric"] = metric
     if needed is not None and getattr(model, needed) is None:
         raise InvalidInput(
             f"{analysis_name}{where} needs the model's {needed} definition; model '{model.name}' has none"
@@ -160,7 +160,6 @@ async def run_modelled(
             f"cannot group by '{str(group_by)[:60]}'{where}; the model's segments: {', '.join(segments) or 'none'}"
         )
     features = raw.pop("features", None) if analysis_name == "churn_drivers" else None
-    anomaly_metric = raw.pop("metric") if analysis_name == "anomalies" else None
     checked = parse_parameters(analysis_name, raw)
     if (
         analysis_name == "churn_drivers"
@@ -172,6 +171,7 @@ async def run_modelled(
     if dialect is None:
         raise InvalidInput(f"source{where} has an engine ({engine.kind}) that models do not compile to")
     run = _Run(engine, Compiler(model, dialect))
+    # A runner's third argument: the segment column, or for anomalies the model's metric.
     outcome = await runner(run, checked, str(anomaly_metric) if anomaly_metric else str(group_by))
     outcome.sql = [statement.sql for statement in run.statements]
     outcome.metadata.update({"model": model.name, "model_version": model.version})

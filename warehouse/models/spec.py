@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.errors import AnalyticsError
+from warehouse.models.definitions import GRAINS, Dimension, Grain, MetricDefinition, Relation, check_semantics
 from warehouse.sqlguard import FunctionPolicy
 
 Dialect = Literal["postgres", "mysql", "duckdb"]
@@ -165,6 +166,11 @@ class MetricModel(BaseModel):
     revenue: RevenuePart | None = None
     churn: FlagChurn | InactiveChurn | None = None
     measures: dict[str, Measure] = Field(default_factory=dict)
+    # Named metrics and dimensions for query_metrics (warehouse/models/definitions.py).
+    relations: dict[str, Relation] = Field(default_factory=dict)
+    metrics: dict[str, MetricDefinition] = Field(default_factory=dict)
+    dimensions: dict[str, Dimension] = Field(default_factory=dict)
+    grains: tuple[Grain, ...] = GRAINS
 
     @field_validator("version", mode="before")
     @classmethod
@@ -198,6 +204,7 @@ class MetricModel(BaseModel):
     def _churn_needs_activity(self) -> MetricModel:
         if isinstance(self.churn, InactiveChurn) and self.activity is None:
             raise ValueError("churn.inactive_days needs an activity part (what counts as activity)")
+        check_semantics(self.relations, self.metrics, self.dimensions)
         return self
 
     def __hash__(self) -> int:  # frozen, but `measures` is a dict: hash the model's JSON (Source is hashed)
