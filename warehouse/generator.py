@@ -141,12 +141,25 @@ def make_plan(
     start_date: str | date | None = None,
     end_date: str | date | None = None,
 ) -> GenerationPlan:
+    start, end = checked_arguments(customers, seed, start_date, end_date, MAX_CUSTOMERS)
+    return GenerationPlan(customers, seed, start, end)
+
+
+def checked_arguments(
+    customers: object,
+    seed: object,
+    start_date: str | date | None,
+    end_date: str | date | None,
+    most_customers: int,
+) -> tuple[date, date]:
+    """The checks every generator's plan shares (InvalidInput, one line, on the first bad argument): the
+    customer count, the seed and a window of at least 30 days; returns the window's first and last day."""
     if isinstance(customers, bool) or not isinstance(customers, int):
         raise InvalidInput("customers must be a whole number")
     if customers <= 0:
         raise InvalidInput(f"customers must be at least 1, got {customers}")
-    if customers > MAX_CUSTOMERS:
-        raise InvalidInput(f"customers must be at most {MAX_CUSTOMERS:,}, got {customers:,}")
+    if customers > most_customers:
+        raise InvalidInput(f"customers must be at most {most_customers:,}, got {customers:,}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InvalidInput("seed must be a whole number from 0 to 2^63-1")
     start = parse_date(start_date, "start-date", DEFAULT_START)
@@ -155,7 +168,7 @@ def make_plan(
         raise InvalidInput(f"end-date {end} must be after start-date {start}")
     if (end - start).days < 30:
         raise InvalidInput("the date range must span at least 30 days")
-    return GenerationPlan(customers, seed, start, end)
+    return start, end
 
 
 def _micros(day: date) -> int:

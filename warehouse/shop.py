@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput
-from warehouse.generator import parse_date
+from warehouse.generator import checked_arguments
 
 DEFAULT_CUSTOMERS = 20_000
 DEFAULT_SEED = 42
@@ -213,20 +213,7 @@ def shop_plan(
     `products` defaults to one per 20 customers (50 to 5,000); list prices are log-normal with the
     given median (currency units, times each category's factor) and sigma.
     """
-    if isinstance(customers, bool) or not isinstance(customers, int):
-        raise InvalidInput("customers must be a whole number")
-    if customers <= 0:
-        raise InvalidInput(f"customers must be at least 1, got {customers}")
-    if customers > MAX_CUSTOMERS:
-        raise InvalidInput(f"customers must be at most {MAX_CUSTOMERS:,}, got {customers:,}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise InvalidInput("seed must be a whole number from 0 to 2^63-1")
-    start = parse_date(start_date, "start-date", DEFAULT_START)
-    end = parse_date(end_date, "end-date", DEFAULT_END)
-    if end <= start:
-        raise InvalidInput(f"end-date {end} must be after start-date {start}")
-    if (end - start).days < 30:
-        raise InvalidInput("the date range must span at least 30 days")
+    start, end = checked_arguments(customers, seed, start_date, end_date, MAX_CUSTOMERS)
     if start.year < 2000 or end.year > 2099:
         raise InvalidInput("dates must lie between 2000-01-01 and 2099-12-31")
     if products is None:
