@@ -4,12 +4,14 @@ tables into pandas, compute there), plus the cached repeat, in one run; targets 
 
 Usage: python bench/analytics.py [--customers 100000] [--seed 42] [--repeats 3] [--only churn_rate arpu]
                                  [--model telecom|shop|all] [--shop-customers 20000]
-                                 [--shop-engines postgresql duckdb]
+                                 [--shop-engines postgresql mariadb duckdb]
 (--customers 1000000 for the large target; that run loads 39 million rows and takes a quarter of an hour.)
 --model all (the default) also runs the modelled analyses on the generated shop (metric model `shop`), each
-against its hand-written SQL (bench/shop_analytics.py), in PostgreSQL and/or as Parquet files read by
-DuckDB (--shop-engines); --model telecom or shop runs one of the two.
-Uses TEST_DATABASE_URL / the local PostgreSQL and Redis when reachable, else embedded ones.
+against its hand-written SQL (bench/shop_analytics.py), in PostgreSQL, in MariaDB (a scratch database read
+by a SELECT-only user, dropped at the end) and as Parquet files read by DuckDB: all three unless
+--shop-engines names fewer; --model telecom or shop runs one of the two.
+Uses TEST_DATABASE_URL / the local PostgreSQL and Redis when reachable, else embedded ones; MariaDB at
+BENCH_MYSQL_URL (default mysql://root@127.0.0.1:3306/), its shop run skipped when nothing answers there.
 """
 
 from __future__ import annotations
@@ -197,8 +199,8 @@ async def main() -> None:
         "--shop-engines",
         nargs="+",
         choices=SHOP_ENGINES,
-        default=["postgresql"],
-        help="where the shop is loaded: PostgreSQL schema shop, Parquet files read by DuckDB",
+        default=list(SHOP_ENGINES),
+        help="where the shop is loaded: PostgreSQL schema shop, a MariaDB database, Parquet files read by DuckDB",
     )
     parser.add_argument(
         "--database-url", help="measure an already loaded database instead (nothing is loaded or dropped)"

@@ -4,11 +4,14 @@ figures are first checked against the tool's (to 1e-6); interleaved rounds, medi
 
 Run by bench/analytics.py (--model shop or all, --shop-engines); usable alone:
     python bench/shop_analytics.py [--customers 20000] [--seed 42] [--repeats 3] [--only churn_rate arpu]
-                                   [--engine postgresql duckdb]
+                                   [--engine postgresql mariadb duckdb]
 postgresql: the shop is generated into schema `shop` of a scratch database (warehouse/shop_store.load_shop)
 and registered as source `shop` (a read-only role) with `model = "shop"`; the hand-written SQL runs with
-asyncpg. duckdb: the shop is written as Parquet files, registered as a files source; the same statements,
-transpiled to DuckDB by sqlglot, run on views over the files in a DuckDB connection of the bench.
+asyncpg. mariadb: the shop is loaded into a scratch database of BENCH_MYSQL_URL (default: this machine's
+MariaDB as root), registered through a SELECT-only user; the hand-written MariaDB statements
+(HAND_SQL_MARIADB) run with asyncmy; database and user are dropped at the end (skipped when no MariaDB
+answers). duckdb: the shop is written as Parquet files, registered as a files source; the PostgreSQL
+statements, transpiled to DuckDB by sqlglot, run on views over the files in a DuckDB connection of the bench.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import secrets
+import socket
 import statistics
 import sys
 import tempfile
@@ -24,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -162,6 +167,121 @@ JOIN shop.customers c USING (customer_id)"""
     ],
 }
 
+# The same figures in MariaDB's SQL, on the loaded database's tables (the connection's default database).
+# MariaDB has no FILTER, corr() or date_trunc: sums of booleans, Pearson from centred sums (two passes, so no
+# cancellation), DATE_FORMAT buckets; every float computed as DOUBLE.
+_MARIADB_STATE = """
+WITH as_of AS (
+    SELECT greatest((SELECT max(created_at) FROM customers), (SELECT max(order_date) FROM orders),
+                    (SELECT max(paid_at) FROM payments)) AS t),
+last_order AS (
+    SELECT o.customer_id, max(o.order_date) AS seen FROM orders o, as_of WHERE o.order_date <= as_of.t
+    GROUP BY o.customer_id),
+state AS (
+    SELECT c.customer_id, c.country, c.created_at, as_of.t AS as_of, coalesce(l.seen, c.created_at) AS seen,
+           coalesce(l.seen, c.created_at) <= as_of.t - INTERVAL 90 DAY AS churned
+    FROM customers c CROSS JOIN as_of LEFT JOIN last_order l ON l.customer_id = c.customer_id
+    WHERE c.created_at <= as_of.t)
+"""
+_MARIADB_PAID = """
+WITH paid AS (
+    SELECT o.customer_id, p.amount, p.paid_at, p.method FROM payments p JOIN orders o ON o.order_id = p.order_id)
+"""
+_MARIADB_FEATURES = (
+    _MARIADB_STATE
+    + """,
+orders_of AS (
+    SELECT customer_id, count(*) AS n, avg(CAST(total AS DOUBLE)) AS m FROM orders GROUP BY customer_id),
+paid_of AS (
+    SELECT o.customer_id, CAST(sum(p.amount) AS DOUBLE) AS r FROM payments p JOIN orders o ON o.order_id = p.order_id
+    GROUP BY o.customer_id),
+features AS (
+    SELECT s.customer_id,
+           CAST(timestampdiff(SECOND, s.created_at, CASE WHEN s.churned THEN s.seen ELSE s.as_of END) AS DOUBLE)
+               / 86400 AS t,
+           CAST(coalesce(o.n, 0) AS DOUBLE) AS n, coalesce(p.r, 0) AS r, CAST(s.churned AS DOUBLE) AS ch, o.m
+    FROM state s LEFT JOIN orders_of o ON o.customer_id = s.customer_id
+    LEFT JOIN paid_of p ON p.customer_id = s.customer_id)
+"""
+)
+_MARIADB_MONTHLY_ARPU = (
+    _MARIADB_PAID
+    + """
+SELECT date_format(paid_at, '%Y-%m-01') AS bucket, CAST(sum(amount) AS DOUBLE) / count(DISTINCT customer_id) AS arpu
+FROM paid GROUP BY 1 ORDER BY 1"""
+)
+
+
+def _mariadb_correlation() -> str:
+    """corr() as PostgreSQL defines it (a pair's rows with a NULL left out: only m, the mean order total, has
+    NULLs), from sums in one pass. The one-pass formula loses digits only where a mean dwarfs its spread,
+    which none of these features does; the check against the tool's figures (1e-6) holds it to that."""
+
+    def pearson(a: str, b: str) -> str:
+        x = f"if(m IS NULL, NULL, {a})" if b == "m" else a  # for m: only the rows that have it
+        n = f"count({b})"
+        return (
+            f"({n} * sum({x} * {b}) - sum({x}) * sum({b})) / sqrt(({n} * sum({x} * {x}) - sum({x}) * sum({x}))"
+            f" * ({n} * sum({b} * {b}) - sum({b}) * sum({b}))) AS {a}_{b}"
+        )
+
+    names = list(FEATURE_NAMES)
+    pairs = [pearson(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    return _MARIADB_FEATURES + f"SELECT {', '.join(pairs)} FROM features"
+
+
+HAND_SQL_MARIADB: dict[str, list[str]] = {
+    "churn_rate": [
+        _MARIADB_STATE
+        + "SELECT country, count(*) AS customers, sum(churned) AS churned FROM state GROUP BY country"
+    ],
+    "arpu": [
+        _MARIADB_PAID
+        + """,
+per_customer AS (SELECT customer_id, sum(amount) AS total FROM paid GROUP BY customer_id),
+per_month AS (
+    SELECT date_format(paid_at, '%Y-%m') AS `key`, customer_id, sum(amount) AS total FROM paid GROUP BY 1, 2),
+per_method AS (SELECT method AS `key`, customer_id, sum(amount) AS total FROM paid GROUP BY 1, 2)
+SELECT 'by_segment' AS level, c.country AS `key`, count(*) AS customers, CAST(sum(x.total) AS DOUBLE) AS revenue,
+       var_samp(x.total) AS variance
+FROM per_customer x JOIN customers c ON c.customer_id = x.customer_id GROUP BY c.country
+UNION ALL SELECT 'by_month', `key`, count(*), CAST(sum(total) AS DOUBLE), var_samp(total) FROM per_month GROUP BY 2
+UNION ALL SELECT 'by_service_type', `key`, count(*), CAST(sum(total) AS DOUBLE), var_samp(total)
+FROM per_method GROUP BY 2"""
+    ],
+    "retention": [
+        _MARIADB_STATE
+        + """
+SELECT country,
+       floor(timestampdiff(SECOND, created_at, CASE WHEN churned THEN seen ELSE as_of END) / 86400) AS lifetime_days,
+       CAST(churned AS SIGNED) AS churned, count(*) AS customers
+FROM state GROUP BY 1, 2, 3""",
+        _MARIADB_STATE
+        + """,
+months AS (
+    SELECT state.*, (year(seen) - year(created_at)) * 12 + month(seen) - month(created_at) AS k FROM state)
+SELECT date_format(created_at, '%Y-%m') AS cohort,
+       CASE WHEN churned THEN k - (timestampadd(MONTH, k, created_at) > seen) END AS months_lived,
+       count(*) AS customers
+FROM months GROUP BY 1, 2""",
+    ],
+    "segment_compare": [
+        _MARIADB_PAID
+        + """
+SELECT c.country, x.total
+FROM (SELECT customer_id, CAST(sum(amount) AS DOUBLE) AS total FROM paid GROUP BY customer_id) x
+JOIN customers c ON c.customer_id = x.customer_id"""
+    ],
+    "trend": [_MARIADB_MONTHLY_ARPU],
+    "forecast": [_MARIADB_MONTHLY_ARPU],
+    "correlation": [_mariadb_correlation()],
+    "churn_drivers": [_MARIADB_FEATURES + "SELECT ch, t, n, r, m FROM features ORDER BY customer_id"],
+    "anomalies": [
+        "SELECT date(paid_at) AS bucket, CAST(sum(amount) AS DOUBLE) AS revenue, count(*) AS payments "
+        "FROM payments GROUP BY 1 ORDER BY 1"
+    ],
+}
+
 ROUND_SECONDS = 3.0
 MAX_ROUNDS = 40
 
@@ -233,7 +353,7 @@ def _series(analysis: str, results: dict[str, Any]) -> list[dict[str, Any]]:
     return list(results["series"])
 
 
-ENGINES = ("postgresql", "duckdb")
+ENGINES = ("postgresql", "mariadb", "duckdb")
 Row = dict[str, Any]
 HandRun = Callable[[], Awaitable[list[list[Row]]]]
 
@@ -241,11 +361,14 @@ HandRun = Callable[[], Awaitable[list[list[Row]]]]
 async def measure_shop(
     customers: int, seed: int, repeats: int, only: list[str] | None = None, engine: str = "postgresql"
 ) -> list[tuple[str, list[float], list[float], str]]:
-    """Load the shop into `engine` (PostgreSQL schema `shop`, or Parquet files read by DuckDB), register it
-    as source `shop` with model `shop`, time each analysis against its hand-written SQL; the table's rows."""
+    """Load the shop into `engine` (PostgreSQL schema `shop`, a scratch MariaDB database, or Parquet files
+    read by DuckDB), register it as source `shop` with model `shop`, time each analysis against its
+    hand-written SQL; the table's rows (empty when MariaDB is not reachable)."""
     cases = [case for case in CASES if not only or case[0] in only]
     with tempfile.TemporaryDirectory(prefix="amcp-bench-shop-") as home:
         async with scratch_database() as url:
+            if engine == "mariadb":
+                return await _measure_mariadb(url, customers, seed, cases, repeats)
             if engine == "duckdb":
                 folder = Path(home) / "files"
                 folder.mkdir()
@@ -297,6 +420,92 @@ async def measure_shop(
                     await conn.execute(f"DROP ROLE IF EXISTS {reader}")
                 finally:
                     await conn.close()
+
+
+def mysql_admin_url() -> str | None:
+    """BENCH_MYSQL_URL (default: this machine's MariaDB as root) when something answers there."""
+    url = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 3306), timeout=0.5):
+            return url
+    except OSError:
+        return None
+
+
+async def _measure_mariadb(
+    url: str, customers: int, seed: int, cases: list[tuple[str, dict[str, Any]]], repeats: int
+) -> list[tuple[str, list[float], list[float], str]]:
+    """The shop in a scratch MariaDB database read by a SELECT-only user (the source), the hand-written
+    MariaDB SQL run as the loading account on an asyncmy pool; database and user dropped afterwards."""
+    import asyncmy
+
+    admin = mysql_admin_url()
+    if admin is None:
+        print("shop on mariadb: skipped (no MariaDB reachable; set BENCH_MYSQL_URL)", flush=True)
+        return []
+    parts = urlsplit(admin)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 3306
+    account: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "user": unquote(parts.username or "root"),
+        "password": unquote(parts.password or ""),
+    }
+    suffix = secrets.token_hex(4)
+    database, reader, password = (
+        f"amcp_bench_shop_{suffix}",
+        f"amcp_bench_shop_{suffix}",
+        secrets.token_hex(12),
+    )
+
+    async def as_admin(*statements: str) -> None:
+        conn = await asyncmy.connect(**account, autocommit=True)
+        try:
+            async with conn.cursor() as cursor:
+                for statement in statements:
+                    await cursor.execute(statement)
+        finally:
+            conn.close()
+
+    await as_admin(f"CREATE DATABASE {database}")
+    try:
+        write_url = urlunsplit(parts._replace(path=f"/{database}"))
+        target = Source(
+            name="shop",
+            kind="mysql",
+            url=SecretStr(write_url),
+            redacted_url="shop",
+            schemas=(database,),
+            write_url=SecretStr(write_url),
+        )
+        await _load(target, customers, seed, f"MariaDB database {database}")
+        await as_admin(
+            f"CREATE USER '{reader}'@'%' IDENTIFIED BY '{password}'",
+            f"GRANT SELECT ON {database}.* TO '{reader}'@'%'",
+        )
+        pool = await asyncmy.create_pool(**account, db=database, minsize=2, maxsize=4, autocommit=True)
+        try:
+
+            async def fetch(text: str) -> list[Row]:
+                async with pool.acquire() as conn, conn.cursor() as cursor:
+                    await cursor.execute(text)
+                    names = [column[0] for column in cursor.description or []]
+                    return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+            def hand(analysis: str) -> HandRun:
+                async def run() -> list[list[Row]]:
+                    return list(await asyncio.gather(*(fetch(text) for text in HAND_SQL_MARIADB[analysis])))
+
+                return run
+
+            source = f'url = "mysql://{reader}:{password}@{host}:{port}/{database}"'
+            return await _measure(url, source, hand, cases, repeats)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+    finally:
+        await as_admin(f"DROP USER IF EXISTS '{reader}'@'%'", f"DROP DATABASE IF EXISTS {database}")
 
 
 async def _load(target: Source, customers: int, seed: int, where: str) -> None:
@@ -435,11 +644,12 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=[case[0] for case in CASES])
-    parser.add_argument("--engine", nargs="+", choices=ENGINES, default=["postgresql"])
+    parser.add_argument("--engine", nargs="+", choices=ENGINES, default=list(ENGINES))
     args = parser.parse_args()
     for engine in args.engine:
         table = await measure_shop(args.customers, args.seed, args.repeats, args.only, engine)
-        print_table(table, args.customers, engine)
+        if table:
+            print_table(table, args.customers, engine)
 
 
 if __name__ == "__main__":

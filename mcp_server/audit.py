@@ -1,14 +1,11 @@
-"""The audit trail: every authentication attempt and every call, as a JSON log line and a row in
-mcp_internal.audit_log. Rows are written in batches by a background task, so a call waits only
-when the queue is full (the database has been down for long): rows are never dropped.
-
-What is recorded: user, key id (a digest prefix, never the key), tool, session id, duration,
-outcome. What is not: arguments, results, error texts (they can quote data).
-"""
+"""The audit trail: every authentication attempt and call as a JSON log line and a row of mcp_internal.audit_log
+(written in batches, never dropped): user, key id, tool, session id, duration, outcome; never arguments,
+results or error texts (they can quote data)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -51,17 +48,13 @@ def _session_of(arguments: dict[str, Any]) -> str | None:
 
 class Auditor:
     def __init__(self, db: Database, registry: CollectorRegistry) -> None:
-        self.db = db
-        self.writer: BatchWriter[AuditRow] = BatchWriter("audit", self._write)
+        self.writer: BatchWriter[AuditRow] = BatchWriter("audit", functools.partial(insert_audit_rows, db))
         self._attempts = metrics.counter(
             registry,
             "analytics_mcp_auth_attempts_total",
             "HTTP authentication attempts by outcome",
             ("outcome",),
         )
-
-    async def _write(self, rows: list[AuditRow]) -> None:
-        await insert_audit_rows(self.db, rows)
 
     async def record(self, row: AuditRow, **log_only: Any) -> None:
         fields = {

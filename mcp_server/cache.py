@@ -6,13 +6,16 @@ import hashlib
 import json
 import logging
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from mcp_server import metrics
-from mcp_server.runtime import Runtime
+from mcp_server.pipelines import failure, one_trip
+
+if TYPE_CHECKING:
+    from mcp_server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +42,42 @@ class Cache:
         self._fernet = MultiFernet([Fernet(key.encode()) for key in runtime.encryption_keys])
 
     @property
-    def _redis(self) -> aioredis.Redis:
+    def redis(self) -> aioredis.Redis:
         return self.runtime.cache_redis or self.runtime.redis
 
     async def _key(self, question: Any, version: int | str | None = None) -> str:
         if version is None:
             version = await self.runtime.db.data_version()
+        return self.key(question, version)
+
+    def key(self, question: Any, version: int | str) -> str:
+        """Where the answer to `question` under data `version` is kept."""
         digest = hashlib.sha256(json.dumps(question, sort_keys=True, default=str).encode()).hexdigest()
         return self.runtime.key("cache", self.namespace, str(version), digest)
 
-    async def _fetch(self, key: str) -> bytes | str | None:
-        try:
-            return await self._redis.get(key)
-        except Exception as error:  # noqa: BLE001 - a cache failure is a miss, not an error
-            log.warning("cache lookup failed", extra={"cache": self.namespace, "error": type(error).__name__})
+    # Queued on a pipeline the caller sends with other commands (one_trip): --------------------------
+
+    def read(self, pipe: Any, key: str) -> None:
+        pipe.get(key)
+
+    def answer(self, replies: list[Any] | BaseException) -> Any | None:
+        """The answer `read` fetched, None on a miss (a failed read is a miss)."""
+        error = failure(replies)
+        if error is not None:
+            log.warning("cache lookup failed", extra={"cache": self.namespace, "error": error})
             return None
+        assert not isinstance(replies, BaseException)
+        return self._decoded(replies[0])
+
+    def write(self, pipe: Any, key: str, payload: bytes) -> None:
+        """Queue the store of `payload` (from `encoded`) under `key`."""
+        pipe.set(key, payload, ex=self.ttl_seconds)
+
+    def written(self, replies: list[Any] | BaseException) -> None:
+        """Log a store that did not happen (the call goes on)."""
+        error = failure(replies)
+        if error is not None:
+            log.warning("cache store failed", extra={"cache": self.namespace, "error": error})
 
     def _decoded(self, raw: bytes | str | None) -> Any | None:
         events = metrics.cache_events(self.runtime.metrics)
@@ -67,7 +91,9 @@ class Cache:
             return None
 
     async def get(self, question: Any, version: int | str | None = None) -> Any | None:
-        return self._decoded(await self._fetch(await self._key(question, version)))
+        key = await self._key(question, version)
+        (replies,) = await one_trip((self.redis, lambda pipe: self.read(pipe, key)))
+        return self.answer(replies)
 
     async def lookup(self, question: Any) -> tuple[int, Any | None]:
         """The data version read now (from PostgreSQL) and the answer cached under it (None on a miss).
@@ -78,11 +104,12 @@ class Cache:
         version = await self.runtime.db.data_version()
         return version, await self.get(question, version)
 
-    def _encoded(self, answer: Any) -> bytes | None:
+    def encoded(self, answer: Any) -> bytes | None:
+        """The answer as stored (compressed, encrypted); None when it is not to be cached."""
         try:
             payload = self._fernet.encrypt(zlib.compress(json.dumps(answer, default=str).encode(), 3))
         except Exception as error:  # noqa: BLE001 - an answer that will not encode is simply not cached
-            self._store_failed(error)
+            self.written(error)
             return None
         if len(payload) > self.runtime.settings.cache_max_entry_bytes:
             # Bounds what one answer may take from the cache's memory; a large answer is recomputed.
@@ -90,15 +117,14 @@ class Cache:
             return None
         return payload
 
-    def _store_failed(self, error: Exception) -> None:
-        log.warning("cache store failed", extra={"cache": self.namespace, "error": type(error).__name__})
-
     async def put(self, question: Any, answer: Any, version: int | str | None = None) -> None:
-        payload = self._encoded(answer)
+        payload = self.encoded(answer)
         if payload is None:
             return
         try:
             key = await self._key(question, version)  # may read the version: PostgreSQL may be down
-            await self._redis.set(key, payload, ex=self.ttl_seconds)
         except Exception as error:  # noqa: BLE001 - a cache failure is a skipped store, not an error
-            self._store_failed(error)
+            self.written(error)
+            return
+        (replies,) = await one_trip((self.redis, lambda pipe: self.write(pipe, key, payload)))
+        self.written(replies)

@@ -11,13 +11,18 @@ import logging
 import secrets
 import signal
 import sys
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from core.errors import AnalyticsError, InvalidInput
 from mcp_server import package_version
-from mcp_server.config import ROLES, ConfigError, Settings, digest_key
+from mcp_server.config import ROLES, ConfigError, Settings, digest_key, parse_api_keys
 from mcp_server.logs import configure_logging
 from warehouse.sources import SourceConfigError
+
+if TYPE_CHECKING:
+    from warehouse.generator import GenerationPlan
 
 log = logging.getLogger("analytics_mcp")
 
@@ -91,7 +96,11 @@ def build_parser() -> ArgumentParser:
         help="telecom: the built-in demo tables; shop: the e-commerce demo in a source (schema shop, "
         "the MySQL database, or <table>.parquet files)",
     )
-    seed.add_argument("--source", default="main", help="shop only: the source to load (its write_url)")
+    seed.add_argument(
+        "--source",
+        default="main",
+        help="the source to load (its write_url); telecom: main, a MySQL/MariaDB or a files source",
+    )
     seed.add_argument(
         "--customers",
         type=_whole_number(1),
@@ -144,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _apikey(parser: ArgumentParser, user: str, role: str) -> int:
-    from mcp_server.config import parse_api_keys
-
     key = "amcp_" + secrets.token_urlsafe(32)
     entry = f"{user}:{role}:{digest_key(key)}"
     try:
@@ -165,12 +172,12 @@ async def _seed_command(parser: ArgumentParser, settings: Settings, args: argpar
         return await _seed_shop(parser, settings, args)
     if args.customers is None or args.seed is None:
         parser.error("the following arguments are required for the telecom dataset: --customers, --seed")
-    if args.source != "main":
-        parser.error("the telecom dataset loads into the built-in database only; leave out --source")
     try:
         plan = make_plan(args.customers, args.seed, args.start_date, args.end_date)
     except InvalidInput as error:
         parser.error(str(error))
+    if args.source != "main":
+        return await _seed_telecom_source(settings, args.source, plan, args.no_progress)
     from core.embedded import EmbeddedServices
     from warehouse.db import Database
 
@@ -184,22 +191,9 @@ async def _seed_command(parser: ArgumentParser, settings: Settings, args: argpar
     try:
         await db.start()
         await db.apply_schema()
-        bar = None
-        if not args.no_progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=1, unit="row", unit_scale=True, desc="seeding", file=sys.stderr)
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.set_postfix_str(stage)
-                bar.update(done - bar.n)
-
         data = await asyncio.to_thread(generate, plan)
-        report = await db.replace_data(data, progress=progress)
-        if bar is not None:
-            bar.close()
+        with _progress_bar("seeding", args.no_progress) as progress:
+            report = await db.replace_data(data, progress=progress)
         # Caches key on mcp_internal.data_version, which the load bumped: nothing stale is served.
         print(
             f"loaded {report.customers:,} customers, {report.network_events:,} network events, "
@@ -211,6 +205,29 @@ async def _seed_command(parser: ArgumentParser, settings: Settings, args: argpar
         await db.close()
         if embedded is not None:
             embedded.stop()
+    return 0
+
+
+async def _seed_telecom_source(settings: Settings, name: str, plan: GenerationPlan, no_progress: bool) -> int:
+    """The telecom tables into a MySQL/MariaDB or files source (its write_url): the rows main would hold."""
+    from mcp_server.datasets import check_telecom_source
+    from warehouse.generator import generate
+    from warehouse.sources import load_sources
+    from warehouse.telecom_store import load_telecom
+
+    sources = load_sources(settings.sources_path, settings.sources_env, main_url=settings.database_url)
+    source = sources.get(name)
+    check_telecom_source(source)
+    started = time.perf_counter()
+    data = await asyncio.to_thread(generate, plan)
+    with _progress_bar("seeding telecom", no_progress) as progress:
+        counts = await load_telecom(source, data, progress=progress, plan=plan)
+    seconds, rows = time.perf_counter() - started, sum(counts.values())
+    print(
+        f"loaded {counts['customers']:,} customers, {counts['network_events']:,} network events, "
+        f"{counts['revenue']:,} revenue rows into source '{source.name}' in {seconds:.1f}s "
+        f"({rows / max(seconds, 1e-9):,.0f} rows/s); seed {plan.seed}, {plan.start_date} to {plan.end_date}"
+    )
     return 0
 
 
@@ -236,21 +253,8 @@ async def _seed_shop(parser: ArgumentParser, settings: Settings, args: argparse.
         main_url = await asyncio.to_thread(embedded.start_postgres)
     try:
         source = load_sources(settings.sources_path, settings.sources_env, main_url=main_url).get(args.source)
-        bar = None
-        if not args.no_progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=1, unit="row", unit_scale=True, desc="seeding shop", file=sys.stderr)
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.set_postfix_str(stage)
-                bar.update(done - bar.n)
-
-        report = await load_shop(source, plan, progress=progress)
-        if bar is not None:
-            bar.close()
+        with _progress_bar("seeding shop", args.no_progress) as progress:
+            report = await load_shop(source, plan, progress=progress)
         print(
             f"loaded {report.counts['customers']:,} customers, {report.counts['orders']:,} orders, "
             f"{report.rows:,} rows in all into source '{source.name}' in {report.seconds:.1f}s "
@@ -261,6 +265,21 @@ async def _seed_shop(parser: ArgumentParser, settings: Settings, args: argparse.
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str, off: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress callback (stage, done, total) drawing a bar on stderr, unless `off`."""
+    from tqdm import tqdm
+
+    with tqdm(total=1, unit="row", unit_scale=True, desc=label, file=sys.stderr, disable=off) as bar:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.set_postfix_str(stage)
+            bar.update(done - bar.n)
+
+        yield progress
 
 
 async def _rotate_keys(settings: Settings) -> int:

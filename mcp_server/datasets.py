@@ -1,19 +1,23 @@
-"""The generated datasets behind the admin tools: load the shop into a source, empty a dataset, summarise the
-shop; after a change the source's cached pages are dropped and its profiles measured again (the work is
-warehouse/shop_store.py's and warehouse/db.py's)."""
+"""The generated datasets behind the admin tools: load the shop or the telecom tables into a source, empty a
+dataset, summarise it; after a change the source's cached pages are dropped and its profiles measured again
+(the work is warehouse/shop_store.py's, warehouse/telecom_store.py's and warehouse/db.py's)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from core.errors import AnalyticsError, InvalidInput
 from mcp_server.runtime import Runtime
 from mcp_server.services import source_pages
+from warehouse.generator import GenerationPlan, generate
 from warehouse.shop import ShopPlan
 from warehouse.shop_store import DATASET, PG_SCHEMA, Progress, load_shop, reset_shop, shop_summary
 from warehouse.sources import MAIN, Source
+from warehouse.telecom_store import check_writable, load_telecom, reset_telecom, telecom_summary
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,43 @@ async def generate_shop(
     }
 
 
+async def generate_telecom(
+    runtime: Runtime, source_name: str, plan: GenerationPlan, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Replace the telecom tables of a MySQL/MariaDB or files source (not main: the tool loads main itself)
+    with the data of `plan`, the same rows main would hold: counts per table, rows/s, seed and window."""
+    source = runtime.sources.source(source_name)  # NotFound names the sources
+    check_telecom_source(source)
+    check_writable(source)  # no write_url: refused before generating
+    started = time.perf_counter()
+    data = await asyncio.to_thread(generate, plan)
+    counts = await load_telecom(source, data, progress=progress, plan=plan)
+    seconds = time.perf_counter() - started
+    refreshed = await data_changed(runtime, source, "telecom")
+    rows = sum(counts.values())
+    return {
+        "dataset": "telecom",
+        "source": source.name,
+        "tables": counts,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows / seconds) if seconds else None,
+        "customers": plan.customers,
+        "seed": plan.seed,
+        "start_date": plan.start_date.isoformat(),
+        "end_date": plan.end_date.isoformat(),
+        "profiles_refreshed": refreshed,
+    }
+
+
 async def reset(runtime: Runtime, source_name: str, dataset: str = DATASET) -> dict[str, Any]:
     """Empty a dataset's tables in a source (children first): each table's row count before and after."""
-    check_dataset(dataset, source_name)
     source = runtime.sources.source(source_name)
-    counts = await (runtime.db.clear_data() if dataset == "telecom" else reset_shop(source))
+    if dataset == "telecom":
+        check_telecom_source(source)
+        counts = await (runtime.db.clear_data() if source.name == MAIN else reset_telecom(source))
+    else:
+        counts = await reset_shop(source)
     refreshed = await data_changed(runtime, source, dataset)
     return {
         "dataset": dataset,
@@ -55,14 +91,26 @@ async def reset(runtime: Runtime, source_name: str, dataset: str = DATASET) -> d
     }
 
 
-async def summary(runtime: Runtime, source_name: str) -> dict[str, Any]:
-    """Counts per shop table and the last generated window, read through the source's own url when it has
-    no write_url (a summary only reads)."""
+async def summary(runtime: Runtime, source_name: str, dataset: str = DATASET) -> dict[str, Any]:
+    """Counts per table of the shop (or, on a source other than main, the telecom tables) and the last
+    generated window, read through the source's own url when it has no write_url (a summary only reads)."""
     source = runtime.sources.source(source_name)
     if source.kind != "files" and source.write_url is None and source.name != MAIN:
         source = source.model_copy(update={"write_url": source.url})
+    if dataset == "telecom":
+        check_telecom_source(source)
+        return {"source": source.name, **await telecom_summary(source)}
     answer = await shop_summary(source)
     return {"source": source.name, **answer}
+
+
+def check_telecom_source(source: Source) -> None:
+    """The telecom dataset lives in main, a MySQL/MariaDB source or a files source."""
+    if source.name != MAIN and source.kind not in ("mysql", "files"):
+        raise InvalidInput(
+            f"source '{source.name[:40]}' is {source.kind}; the telecom dataset loads into main, "
+            "MySQL/MariaDB sources and files sources (dataset='shop' loads into its schema shop)"
+        )
 
 
 async def data_changed(runtime: Runtime, changed: Source, dataset: str) -> list[str]:
@@ -97,7 +145,7 @@ async def data_changed(runtime: Runtime, changed: Source, dataset: str) -> list[
 
 
 def check_dataset(dataset: str, source_name: str) -> None:
-    """The telecom dataset lives in the built-in database only."""
+    """For callers that load telecom into the built-in database only (the console's read API)."""
     if dataset == "telecom" and source_name not in (MAIN, "database"):
         raise InvalidInput(
             f"the telecom dataset lives in the built-in database only, not in source '{source_name[:40]}'; "

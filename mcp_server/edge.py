@@ -10,23 +10,32 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
-from fastmcp.exceptions import NotFoundError, PromptError, ResourceError, ToolError
+import redis.exceptions
+from fastmcp.exceptions import FastMCPError, NotFoundError, PromptError, ResourceError, ToolError
 from fastmcp.exceptions import ValidationError as FastMCPValidationError
 from fastmcp.server.dependencies import get_access_token, get_http_request
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 
 from core.errors import AnalyticsError, Forbidden, NotFound, Timeout
 from mcp_server import logs
-from mcp_server.app import POSTGRES_DOWN, REDIS_DOWN
 from mcp_server.auth import Identity, bind_identity, identity_of, require_role, reset_identity
 from mcp_server.calls import CallInfo, bind_call, current_call, reset_call
 from mcp_server.config import Role
+from warehouse.db import CONNECTION_ERRORS as POSTGRES_DOWN
 from warehouse.shares import bind_owner, reset_owner
 
 log = logging.getLogger(__name__)
 
 Roles = Mapping[tuple[str, str], frozenset[Role]]
 FAILURE = {"tool": ToolError, "resource": ResourceError, "prompt": PromptError}
+# Redis away, or in a Sentinel failover / cluster re-shard (a demoted master, slots not served yet).
+REDIS_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
 
 
 def declared_resource(roles: Roles, uri: str) -> str:
@@ -130,47 +139,56 @@ class ShapeErrors(Middleware):
         if call is None:
             return await call_next(context)
         kind, name = call.kind, call.name
-        failure = FAILURE[kind]
         try:
             return await call_next(context)
-        except AnalyticsError as error:
-            call.outcome, call.error = type(error).__name__, logs.sanitize_error(error.message)
-            raise failure(call.error) from None
         except (pydantic.ValidationError, FastMCPValidationError) as error:
             cause = error if isinstance(error, pydantic.ValidationError) else error.__cause__
             message = _one_line(cause) if isinstance(cause, pydantic.ValidationError) else "invalid arguments"
-            call.outcome, call.error = "InvalidInput", message
-            raise failure(message) from None
+            outcome = "InvalidInput"
         except NotFoundError:
             # FastMCP's own "unknown": a URI no template matches (a/b where one segment goes), or a
             # parameter its path screening refuses (.., %2e%2e, an absolute path, a NUL byte).
             shown = str(call.arguments.get("uri", name))[:80] if kind == "resource" else name[:80]
             declared = sorted(n for k, n in self.roles if k == kind)
-            call.outcome = "NotFound"
-            call.error = logs.sanitize_error(
+            outcome = "NotFound"
+            message = (
                 f"no {kind} '{shown}' (a template parameter is one path segment, without '..'); "
                 f"{kind}s: {', '.join(declared)}"
             )
-            raise failure(call.error) from None
-        except (ToolError, ResourceError, PromptError) as error:
-            # A component's own wrapper turned a domain error into this one; keep its kind for metrics.
-            origin = error.__context__
-            if isinstance(origin, AnalyticsError):
-                call.outcome = type(origin).__name__
-            elif isinstance(origin, REDIS_DOWN + POSTGRES_DOWN):
-                call.outcome = "Unavailable"
-            else:
-                call.outcome = "Refused"
-            call.error = logs.sanitize_error(" ".join(str(error).split()))
-            raise failure(call.error) from None
-        except Exception:
-            call.outcome = "InternalError"
-            log.exception("unexpected error", extra={"kind": kind, "component": name})
-            raise failure(
-                f"internal error while serving {kind} '{name}'; request id {call.request_id}"
-            ) from None
+        except Exception as error:
+            # FastMCP hands on a component's own exception as the cause of its masked ToolError & co.
+            cause = error.__cause__ if isinstance(error, FastMCPError) and error.__cause__ else error
+            outcome, message = _answer(cause, call)
+        call.outcome, call.error = outcome, logs.sanitize_error(" ".join(message.split()))
+        raise FAILURE[kind](call.error) from None
 
     on_call_tool = on_read_resource = on_get_prompt = _shaped
+
+
+def _answer(error: BaseException, call: CallInfo) -> tuple[str, str]:
+    """The outcome of a failed call and the line the agent reads; a fault is logged with its traceback."""
+    if isinstance(error, AnalyticsError):
+        return type(error).__name__, error.message
+    if isinstance(error, FastMCPError):  # a refusal made as such (ResponseLimit, FastMCP's own checks)
+        return "Refused", str(error)
+    if isinstance(error, REDIS_DOWN):
+        log.warning("redis unavailable", extra={"error": type(error).__name__})
+        return "Unavailable", "Redis (the session and cache store) is not answering; retry shortly"
+    if isinstance(error, redis.exceptions.OutOfMemoryError):
+        # The session Redis runs with maxmemory and noeviction: full means writes are refused.
+        log.warning("redis is full", extra={"kind": call.kind, "component": call.name})
+        return "Refused", (
+            "the session store is full; close or delete sessions you no longer need and retry, "
+            "or ask the operator to raise REDIS_MAXMEMORY"
+        )
+    if isinstance(error, POSTGRES_DOWN):
+        log.warning("postgres unavailable", extra={"error": type(error).__name__})
+        return "Unavailable", "PostgreSQL is not answering; retry shortly"
+    log.error("unexpected error", exc_info=error, extra={"kind": call.kind, "component": call.name})
+    return (
+        "InternalError",
+        f"internal error while serving {call.kind} '{call.name}'; request id {call.request_id}",
+    )
 
 
 class Access(Middleware):

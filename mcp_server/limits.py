@@ -1,7 +1,4 @@
-"""Request limits, so no single call can exhaust memory or time: body size, argument size, rate (HTTP 429).
-
-The per-call timeout is the CallTimeout middleware (mcp_server/edge.py), around the call itself.
-"""
+"""Request limits, so no single call can exhaust memory: body size (HTTP 413), argument size, rate (HTTP 429)."""
 
 from __future__ import annotations
 

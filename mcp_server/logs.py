@@ -143,6 +143,8 @@ class RedactSecrets(logging.Filter):
     """Rewrites each record's message (and string extras) through `redact` before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "fastmcp.server.server" and record.exc_info:
+            return False  # a component's failure: the edge's ShapeErrors answers it and logs a fault itself
         own = is_own_logger(record.name)
         if own:
             try:

@@ -1,10 +1,5 @@
 """Operators' view of a running server: per-tool Prometheus metrics, dependency and pool gauges, and the
-p50/p95/p99 latency per tool that summary_snapshot shows admins.
-
-Latency percentiles are estimated from the tool duration histogram of this instance (as Prometheus'
-histogram_quantile does), so there is one record of latency: the Prometheus registry. They cover every
-caller's calls, so only admins see them: how often and how long others call a tool is their business.
-"""
+p50/p95/p99 latency per tool (from the duration histogram: one record of latency) summary_snapshot shows admins."""
 
 from __future__ import annotations
 

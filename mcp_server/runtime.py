@@ -20,7 +20,6 @@ from core.embedded import EmbeddedServices, local_admin_key, local_session_key
 from core.errors import Unavailable
 from mcp_server.auth import Identity, KeyRegistry, OAuthVerifier
 from mcp_server.config import ApiKeyEntry, ConfigError, Settings, digest_key
-from mcp_server.notices import SourceNotices
 from mcp_server.services import Services, source_pages
 from warehouse import sqlguard
 from warehouse.db import Database
@@ -28,6 +27,7 @@ from warehouse.demo_exports import with_demo_exports
 from warehouse.demo_shop import demo_shop_source, seed_demo_shop, with_demo_shop
 from warehouse.engines.active import ActiveSources
 from warehouse.generator import generate, make_plan
+from warehouse.notices import SourceNotices
 from warehouse.profiles import Profiler
 from warehouse.sources import Registry, Source, load_sources
 
@@ -140,34 +140,26 @@ _FAILOVER_RETRY = (
 )
 
 
-def _failover_retry() -> Retry:
-    return Retry(ExponentialBackoff(cap=0.5, base=0.1), retries=2, supported_errors=_FAILOVER_RETRY)
-
-
 def session_redis(settings: Settings, url: str | None) -> aioredis.Redis:
     """The session Redis: a cluster (REDIS_CLUSTER_NODES), Sentinel's current master (REDIS_SENTINELS),
     else the one at `url`. The store keeps each session's keys in one hash slot, so all three serve the
     same commands; the cluster client is typed as the plain one for that reason."""
+    failover: dict[str, Any] = {
+        "password": settings.redis_password,
+        "socket_timeout": 3,
+        "socket_connect_timeout": 1,
+        "health_check_interval": 15,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), retries=2, supported_errors=_FAILOVER_RETRY),
+    }
     if settings.redis_cluster_nodes:
-        cluster = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_cluster_nodes],
-            password=settings.redis_password,
-            socket_timeout=3,
-            socket_connect_timeout=1,
-            health_check_interval=15,
-            retry=_failover_retry(),
-        )
-        return cast(aioredis.Redis, cluster)
+        nodes = [ClusterNode(host, port) for host, port in settings.redis_cluster_nodes]
+        return cast(aioredis.Redis, RedisCluster(startup_nodes=nodes, **failover))
     if settings.redis_sentinels:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(settings.redis_sentinels),
             sentinel_kwargs={"socket_timeout": 1, "socket_connect_timeout": 1},
-            socket_timeout=3,
-            socket_connect_timeout=1,
-            health_check_interval=15,
-            retry=_failover_retry(),
             retry_on_error=list(_FAILOVER_RETRY),
-            password=settings.redis_password,
+            **failover,
         )
         return cast(aioredis.Redis, sentinel.master_for(str(settings.redis_sentinel_master)))
     assert url is not None

@@ -1,12 +1,10 @@
-"""The services a running server shares between its tools and its edge, built once with the runtime.
-
-Each is a named, typed attribute (no string-keyed bag); the background writers and the chart pool
-are stopped, with what they hold written, when the runtime closes.
-"""
+"""The services a running server shares between its tools and its edge, built once with the runtime; the
+background writers and the chart pool are stopped, with what they hold written, when the runtime closes."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +30,7 @@ CONCURRENT_IMPORTS = 2  # parsing is CPU and memory heavy: a few imports at a ti
 
 
 class CatalogCache:
-    """Rendered schema pages kept for a few seconds: agents read them often, the catalog rarely changes.
-
-    One per runtime (in-process); a data load clears it, and SCHEMA_CACHE_SECONDS bounds staleness
-    after DDL (an added column shows up at most that many seconds later).
-    """
+    """Rendered schema pages kept SCHEMA_CACHE_SECONDS (agents read them often, DDL is rare); a load clears it."""
 
     def __init__(self, seconds: float) -> None:
         # One page per table plus the overview: the size bound is only a backstop.
@@ -123,10 +117,6 @@ class Services:
         registry: CollectorRegistry,
     ) -> Services:
         prefix = settings.redis_key_prefix
-
-        async def write_queries(entries: list[QueryLogEntry]) -> None:
-            await write_query_log(db, entries)
-
         return cls(
             session_store=SessionStore(
                 redis,
@@ -147,7 +137,7 @@ class Services:
             rate_limiter=RateLimiter(redis, settings, registry),
             query_seconds=QuerySeconds(redis, settings, registry),
             auditor=Auditor(db, registry),
-            query_log=BatchWriter("query_log", write_queries),
+            query_log=BatchWriter("query_log", functools.partial(write_query_log, db)),
             catalog_cache=CatalogCache(settings.schema_cache_seconds),
             charts=ChartPool(settings.chart_workers),
             import_slots=asyncio.Semaphore(CONCURRENT_IMPORTS),

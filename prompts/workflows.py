@@ -32,6 +32,17 @@ TABLES = ("customers", "network_events", "revenue")
 
 _CALL_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
 
+# Figures in business terms come from the governed metric definitions first (query_metrics, metrics://main);
+# SQL is for what no metric covers. Inline, not a ```json block: it is advice, not a step to replay.
+METRICS_EXAMPLE: dict[str, Any] = {"source": "main", "metrics": ["churn_rate"], "group_by": ["account_type"]}
+METRICS_FIRST = (
+    "**Metrics first.** For a figure in business terms (revenue, ARPU, churn rate, network quality, data "
+    "usage, by a segment or a month), call `query_metrics` before writing SQL, e.g. `query_metrics` with "
+    f"`{json.dumps(METRICS_EXAMPLE)}`: it answers from the governed definitions listed, with what each "
+    "means, in the resource `metrics://main`, and shows the SQL it ran. Use `query_database` only when no "
+    "metric or dimension fits, such as the per-customer rows the steps below pull into the session."
+)
+
 # Latest instant in the data: the reference for an active customer's tenure (as analyze_data uses).
 _DATA_END = (
     "(SELECT max(latest) FROM (SELECT max(event_timestamp) AS latest FROM network_events "
@@ -154,7 +165,7 @@ class Workflow:
         self.steps.append((heading, [part for part in body if part]))
 
     def render(self, report: list[str]) -> str:
-        lines = [f"# {self.title}", "", self.goal, ""]
+        lines = [f"# {self.title}", "", self.goal, "", METRICS_FIRST, ""]
         lines.append(
             "Follow the steps in order. Each tool call is given as JSON: call the tool named in `tool` "
             f"with exactly those `arguments`, replacing `{SESSION_ID}` by the session id from step 1. "
@@ -207,8 +218,9 @@ def _snapshot(workflow: Workflow, look_for: str) -> None:
         "Get your bearings",
         call("summary_snapshot"),
         f"Look at: {look_for} If a requested date range lies outside the data's dates, say so and "
-        "stop. Read the resources `docs://data_dictionary` (business definitions) and "
-        "`schema://database/main` (columns and allowed values) before writing SQL.",
+        "stop. Read the resources `metrics://main` (the named metrics `query_metrics` answers), "
+        "`docs://data_dictionary` (business definitions) and `schema://database/main` (columns and "
+        "allowed values) before writing SQL.",
     )
 
 

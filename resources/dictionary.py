@@ -106,6 +106,18 @@ COLUMNS: dict[str, dict[str, ColumnEntry]] = {
 
 POOR_QUALITY_BELOW = 2.5
 
+# Named metrics of the built-in database's model (warehouse/models/telecom.yaml; a test keeps them in step).
+NAMED_METRICS = ("revenue", "arpu", "churn_rate", "churns", "avg_quality", "poor_quality_share", "data_usage")
+METRICS_FIRST = (
+    "For a figure in business terms, call `query_metrics` (source `main`) before writing SQL: it answers "
+    'from governed definitions, e.g. `query_metrics(source="main", metrics=["churn_rate"], '
+    'group_by=["account_type"])`, with the SQL it ran. The resource `metrics://main` lists every metric '
+    f"({', '.join(f'`{name}`' for name in NAMED_METRICS)}, ...), its dimensions (account_type, location, "
+    "service_type, event_type, ...) and exactly what each means; its definitions follow the business "
+    "definitions below. Use `query_database` only when no metric or dimension fits (per-customer rows, a "
+    "column no metric covers)."
+)
+
 DEFINITIONS: list[tuple[str, str]] = [
     (
         "Churn",
@@ -164,6 +176,10 @@ def render_dictionary() -> str:
         "Every column of the analytics tables, with its meaning, units and allowed values, and the "
         "business definitions the analyses use. Types, constraints and indexes as the database has "
         "them right now: `schema://database/main`.",
+        "",
+        "## Ask with query_metrics first",
+        "",
+        METRICS_FIRST,
     ]
     for table, columns in COLUMNS.items():
         lines.extend(["", f"## {table}", "", TABLE_PURPOSE[table], ""])

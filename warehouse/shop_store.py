@@ -3,9 +3,10 @@ for PostgreSQL (schema `shop`), MySQL/MariaDB (the source's database) and files 
 
 Loading writes through the source's `write_url` (the built-in `main` uses its own url); nothing here runs
 on the read-only query pools. PostgreSQL loads in one transaction with binary COPY (keys dropped and put
-back around it); MySQL/MariaDB cannot truncate inside a transaction, so it truncates in dependency order
-and loads each table with multi-row INSERTs; a files source writes each file under a hidden temporary name
-and renames it into place.
+back around it); MySQL/MariaDB cannot truncate inside a transaction, so it truncates in dependency order,
+drops the secondary keys, sends the rows as MariaDB bulk executes of a prepared INSERT (multi-row INSERTs
+on MySQL) and adds the keys back; a files source writes each file under a hidden temporary name and renames
+it into place.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -123,6 +124,7 @@ async def reset_shop(target: Source) -> dict[str, tuple[int, int]]:
                 await _mysql_execute(conn, "SET SESSION foreign_key_checks = 0")
                 for table in reversed(TABLES):
                     await _mysql_execute(conn, f"TRUNCATE TABLE `{table}`")
+                await _mysql_add_keys(conn, target.default_schema)  # any a failed load left out
                 await _mysql_execute(conn, "SET SESSION foreign_key_checks = 1")
                 await _mysql_execute(conn, "ALTER TABLE `orders` COMMENT = ''")
             after = await _mysql_counts(conn, target.default_schema)
@@ -410,8 +412,14 @@ _EMPTY = {"key": np.int64, "int": np.int32, "text": object, "money": np.int64, "
 
 
 def _arrow_table(table: str, columns: dict[str, np.ndarray], *, for_mysql: bool = False) -> pa.Table:
+    return _arrow_of(TABLES[table], columns, for_mysql=for_mysql)
+
+
+def _arrow_of(
+    spec: Iterable[tuple[str, str]], columns: dict[str, np.ndarray], *, for_mysql: bool = False
+) -> pa.Table:
     arrays: dict[str, pa.Array] = {}
-    for name, kind in TABLES[table]:
+    for name, kind in spec:
         values = columns[name]
         if kind == "money":
             arrays[name] = _decimal_cents(values)
@@ -521,8 +529,15 @@ async def _load_mysql(
     window: dict[str, Any],
     report: _Report,
 ) -> None:
-    """Truncate (children first) and insert with large multi-row INSERTs: asyncmy's LOAD DATA LOCAL
-    INFILE fails on its own file-name type (asyncmy 0.2.18), and these INSERTs reach the rate we need."""
+    """Truncate, drop the secondary keys of the big tables, insert in primary-key order, add the keys back
+    (one ALTER per table: each index built once, by a sort). MySQL/MariaDB cannot truncate inside a
+    transaction, so each step commits on its own; a load that fails part-way leaves the keys out until the
+    next load or reset.
+
+    unique_checks stays on: with it off, MariaDB (10.7+) takes its bulk path for inserts into an empty
+    table, which cost about twice the server CPU of plain inserts into a table holding only its primary
+    key (bench/seed.py, docs/benchmarks.md). foreign_key_checks is off, so that TRUNCATE and ADD FOREIGN
+    KEY do no checks (the generator's keys are consistent by construction)."""
     async with _mysql_connection(url, database) as conn:
         await _mysql_execute(conn, "SELECT GET_LOCK('analytics_mcp_shop', 60)")
         try:
@@ -536,44 +551,246 @@ async def _load_mysql(
                 for statement in sql.load("shop_mysql_schema").split(";"):
                     if statement.strip():
                         await _mysql_execute(conn, statement)
-            # Text is written "..." with "" for a quote: no ANSI_QUOTES, and a backslash is a backslash.
-            await _mysql_execute(
-                conn,
-                "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES,NO_ENGINE_SUBSTITUTION'",
-            )
-            await _mysql_execute(conn, "SET SESSION foreign_key_checks = 0")
-            await _mysql_execute(conn, "SET SESSION unique_checks = 0")
+            await _mysql_loading_session(conn)
             for table in reversed(TABLES):  # children first
                 await _mysql_execute(conn, f"TRUNCATE TABLE `{table}`")
-            tables = await generated()
-            report("cleared", 0)
-            for table, columns in tables.items():
-                batches = _mysql_inserts(table, columns)
-                # Build the next statement in a thread while the server runs this one.
-                pending = asyncio.create_task(asyncio.to_thread(next, batches, None))
-                while (batch := await pending) is not None:
-                    pending = asyncio.create_task(asyncio.to_thread(next, batches, None))
-                    await conn.query(batch[1])
-                    report(table, batch[0])
+            await _mysql_drop_keys(conn, database)
+            async with contextlib.AsyncExitStack() as stack:
+                sessions = [conn]
+                for _ in range(_MYSQL_SESSIONS - 1):
+                    sessions.append(await stack.enter_async_context(_mysql_connection(url, database)))
+                    await _mysql_loading_session(sessions[-1])
+                tables = await generated()
+                report("cleared", 0)
+                # Largest tables first, each taken by whichever session is free.
+                pending = iter(sorted(tables, key=lambda table: -len(tables[table][TABLES[table][0][0]])))
+                bulk = [True]
+
+                async def insert(session: Any) -> None:
+                    for table in pending:
+                        bulk[0] = await _mysql_insert(
+                            session, table, TABLES[table], tables[table], report, bulk=bulk[0]
+                        )
+
+                await _side_by_side(insert(session) for session in sessions)
+                repairs = iter(await _mysql_key_repairs(conn, database))
+
+                async def alter(session: Any) -> None:
+                    for statements in repairs:
+                        for statement in statements:
+                            await _mysql_execute(session, statement)
+
+                await _side_by_side(alter(session) for session in sessions)
             await _mysql_execute(conn, "ALTER TABLE `orders` COMMENT = %s", (json.dumps(window),))
             report("keys", 0)
         finally:
-            await _mysql_execute(conn, "SET SESSION foreign_key_checks = 1")
-            await _mysql_execute(conn, "SET SESSION unique_checks = 1")
-            await _mysql_execute(conn, "SELECT RELEASE_LOCK('analytics_mcp_shop')")
+            if conn.connected:  # (a statement cancelled part-way closes it: the server drops the lock)
+                await _mysql_execute(conn, "SET SESSION foreign_key_checks = 1")
+                await _mysql_execute(conn, "SELECT RELEASE_LOCK('analytics_mcp_shop')")
+
+
+async def _side_by_side(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run `work` concurrently; on a failure the rest is cancelled and the first error raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for item in work:
+                group.create_task(item)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
+# The shop's secondary keys in MySQL/MariaDB as sql/shop_mysql_schema.sql declares them (a foreign key's
+# index takes the key's name), in the order SHOW CREATE TABLE lists them: dropped before a load, added
+# back after it, so that the tables end exactly as the schema file makes them.
+MYSQL_SECONDARY_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "products": (("products_sku_key", "UNIQUE KEY products_sku_key (sku)"),),
+    "customers": (("customers_email_key", "UNIQUE KEY customers_email_key (email)"),),
+    "orders": (
+        ("orders_order_date_idx", "KEY orders_order_date_idx (order_date)"),
+        (
+            "orders_customer_id_fkey",
+            "CONSTRAINT orders_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES customers (customer_id)",
+        ),
+    ),
+    "order_items": (
+        (
+            "order_items_order_id_fkey",
+            "CONSTRAINT order_items_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders (order_id)",
+        ),
+        (
+            "order_items_product_id_fkey",
+            "CONSTRAINT order_items_product_id_fkey FOREIGN KEY (product_id) REFERENCES products (product_id)",
+        ),
+    ),
+    "payments": (
+        ("payments_order_id_key", "UNIQUE KEY payments_order_id_key (order_id)"),
+        (
+            "payments_order_id_fkey",
+            "CONSTRAINT payments_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders (order_id)",
+        ),
+    ),
+    "shipments": (
+        (
+            "shipments_order_id_fkey",
+            "CONSTRAINT shipments_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders (order_id)",
+        ),
+    ),
+}
+# Tables by the cost of building their secondary keys, costliest first: the order the ALTERs are handed out.
+_KEY_COST = ("order_items", "orders", "payments", "shipments", "customers", "products")
+# The tables whose keys a load drops and builds after the rows are in. products and customers (about 6% of
+# the rows) keep theirs: maintaining them row by row costs less than the two ALTERs (tens of ms each, most of
+# it waiting on the disk) that dropping and adding them would.
+_KEYS_AFTER = ("order_items", "orders", "payments", "shipments")
+_MYSQL_SESSIONS = 2  # connections inserting (then building keys) side by side: the server works on two cores
+_MYSQL_BATCH_ROWS = 20_000  # per bulk execute or INSERT: 1-4 MB, under the default 16 MB max_allowed_packet
+
+
+async def _mysql_keys(conn: Any, database: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """The (table, index) and (table, foreign key) pairs of `database` other than primary keys."""
+    rows = await _mysql_fetch(
+        conn,
+        "SELECT DISTINCT 'index', table_name, index_name FROM information_schema.statistics "
+        "WHERE table_schema = %s AND index_name <> 'PRIMARY' "
+        "UNION ALL SELECT 'foreign', table_name, constraint_name FROM information_schema.table_constraints "
+        "WHERE table_schema = %s AND constraint_type = 'FOREIGN KEY'",
+        (database, database),
+    )
+    indexes = {(str(table), str(name)) for kind, table, name in rows if kind == "index"}
+    return indexes, {(str(table), str(name)) for kind, table, name in rows if kind == "foreign"}
+
+
+async def _mysql_drop_keys(conn: Any, database: str) -> None:
+    """Drop the secondary and foreign keys of the big tables (_KEYS_AFTER) before a load."""
+    indexes, foreign = await _mysql_keys(conn, database)
+    for table in _KEYS_AFTER:
+        keys = MYSQL_SECONDARY_KEYS[table]
+        drops = [f"DROP FOREIGN KEY {name}" for name, _ in keys if (table, name) in foreign]
+        drops += [f"DROP KEY {name}" for name, _ in keys if (table, name) in indexes]
+        if drops:
+            await _mysql_execute(conn, f"ALTER TABLE `{table}` {', '.join(drops)}")
+
+
+async def _mysql_add_keys(conn: Any, database: str) -> None:
+    """Put back whichever of MYSQL_SECONDARY_KEYS a table lacks (`conn` needs foreign_key_checks = 0)."""
+    for statements in await _mysql_key_repairs(conn, database):
+        for statement in statements:
+            await _mysql_execute(conn, statement)
+
+
+async def _mysql_key_repairs(conn: Any, database: str) -> list[list[str]]:
+    """Per table lacking any of MYSQL_SECONDARY_KEYS, the ALTERs (in order) that give it all of them in the
+    declared order: the ones it has dropped first when it has some, then all added in one statement. The
+    costliest tables first. With foreign_key_checks = 0, a foreign key is added in place, rows unchecked."""
+    indexes, foreign = await _mysql_keys(conn, database)
+    repairs = []
+    for table in _KEY_COST:
+        keys = MYSQL_SECONDARY_KEYS[table]
+        held = [(table, name) in (foreign if d.startswith("CONSTRAINT") else indexes) for name, d in keys]
+        if all(held):
+            continue
+        statements = []
+        if any(held):
+            drops = [f"DROP FOREIGN KEY {name}" for name, _ in keys if (table, name) in foreign]
+            drops += [f"DROP KEY {name}" for name, _ in keys if (table, name) in indexes]
+            statements.append(f"ALTER TABLE `{table}` {', '.join(drops)}")
+        statements.append(f"ALTER TABLE `{table}` {', '.join(f'ADD {d}' for _, d in keys)}")
+        repairs.append(statements)
+    return repairs
+
+
+async def _mysql_loading_session(conn: Any) -> None:
+    # Text is written "..." with "" for a quote: no ANSI_QUOTES, and a backslash is a backslash.
+    await _mysql_execute(
+        conn,
+        "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES,NO_ENGINE_SUBSTITUTION', "
+        "foreign_key_checks = 0",
+    )
+
+
+async def _mysql_insert(
+    conn: Any,
+    table: str,
+    spec: tuple[tuple[str, str], ...],
+    columns: dict[str, np.ndarray],
+    report: _Report,
+    *,
+    bulk: bool = True,
+) -> bool:
+    """Insert `columns` into `table` in batches, in row order (the primary key's), in one transaction, each
+    batch built in a thread while the server takes the one before. `bulk`: try MariaDB's
+    COM_STMT_BULK_EXECUTE (a prepared INSERT bound to a whole batch of binary values: no SQL text to parse);
+    a batch it cannot take (a column NULL in every row) goes as a multi-row INSERT, and so does every batch
+    once the server refuses bulk executes (MySQL). Returns whether bulk executes are still worth trying."""
+    from asyncmy.errors import NotSupportedError
+
+    names = ", ".join(name for name, _ in spec)
+    statement = await conn.prepare(f"INSERT INTO `{table}` ({names}) VALUES ({', '.join(['?'] * len(spec))})")
+    batches = _mysql_batches(spec, columns)
+    pending = asyncio.create_task(asyncio.to_thread(next, batches, None))
+    try:
+        # One commit (one redo log flush) per table, not per batch; with unique_checks on, no bulk path.
+        await _mysql_execute(conn, "START TRANSACTION")
+        while (batch := await pending) is not None:
+            pending = asyncio.create_task(asyncio.to_thread(next, batches, None))
+            part, rows = batch
+            sent = False
+            if bulk:
+                try:
+                    await statement.execute_bulk(rows)  # refused before anything is sent
+                    sent = True
+                except NotSupportedError:
+                    bulk = False
+                except ValueError:
+                    pass
+            if not sent:
+                await conn.query(_mysql_insert_text(table, spec, part))
+            report(table, len(rows))
+        await conn.commit()
+    finally:
+        pending.cancel()  # (after a failure: nobody waits for the batch being built)
+        if conn.connected:
+            await statement.close()
+    return bulk
+
+
+def _mysql_batches(
+    spec: tuple[tuple[str, str], ...], columns: dict[str, np.ndarray]
+) -> Iterator[tuple[dict[str, np.ndarray], list[tuple[Any, ...]]]]:
+    """Per batch of _MYSQL_BATCH_ROWS: its slice of the columns and its rows as Python values a bulk execute
+    binds. Money goes as a double, cents / 100, which the server reads into DECIMAL by its decimal digits:
+    every amount DECIMAL(12,2) holds comes back exact (tests/warehouse/test_shop.py, up to its largest)."""
+    n = len(columns[spec[0][0]])
+    for start in range(0, n, _MYSQL_BATCH_ROWS):
+        part = {name: columns[name][start : start + _MYSQL_BATCH_ROWS] for name, _ in spec}
+        values: list[list[Any]] = []
+        for name, kind in spec:
+            column = part[name]
+            if kind == "money":
+                values.append((column / 100).tolist())
+            elif kind == "time":  # NULL_TIME is NaT: None
+                values.append(column.view("datetime64[s]").tolist())
+            else:
+                values.append(column.tolist())
+        yield part, list(zip(*values, strict=True))
+
+
+def _mysql_insert_text(table: str, spec: tuple[tuple[str, str], ...], part: dict[str, np.ndarray]) -> bytes:
+    """One multi-row INSERT, the VALUES written by Arrow's CSV writer (text and times quoted, NULL unquoted,
+    booleans 0/1): each line a (...) tuple. Generated text never holds a line break, so a line is a row."""
+    out = io.BytesIO()
+    _write_csv(_arrow_of(spec, part, for_mysql=True), out, null="NULL")
+    head = f"INSERT INTO `{table}` ({', '.join(name for name, _ in spec)}) VALUES (".encode()
+    return head + out.getvalue().rstrip(b"\n").replace(b"\n", b"),(") + b")"
 
 
 def _mysql_inserts(table: str, columns: dict[str, np.ndarray]) -> Iterator[tuple[int, bytes]]:
-    """(rows, INSERT statement) per batch of _INSERT_ROWS, the VALUES written by Arrow's CSV writer
-    (text and times quoted, NULL unquoted, booleans 0/1): one line per row becomes one (...) tuple.
-    Generated text never holds a line break, so a line is a row."""
-    data = _arrow_table(table, columns, for_mysql=True)
-    head = f"INSERT INTO `{table}` ({', '.join(name for name, _ in TABLES[table])}) VALUES (".encode()
-    for offset in range(0, data.num_rows, _INSERT_ROWS):
-        part = data.slice(offset, _INSERT_ROWS)
-        out = io.BytesIO()
-        _write_csv(part, out, null="NULL")
-        yield part.num_rows, head + out.getvalue().rstrip(b"\n").replace(b"\n", b"),(") + b")"
+    """(rows, INSERT statement) per batch of _INSERT_ROWS of one shop table, as _mysql_insert_text writes."""
+    spec = TABLES[table]
+    n = len(columns[spec[0][0]])
+    for start in range(0, n, _INSERT_ROWS):
+        part = {name: columns[name][start : start + _INSERT_ROWS] for name, _ in spec}
+        yield len(part[spec[0][0]]), _mysql_insert_text(table, spec, part)
 
 
 # ---- Files (DuckDB reads them)

@@ -120,8 +120,8 @@ def register(app: App) -> None:
         modelled = _modelled_source(runtime, named, analysis.name, parameters)
         checked = None if modelled else parse_parameters(analysis.name, parameters)
         if modelled:
-            answer = await _on_modelled(
-                runtime, caches, modelled, analysis.name, parameters or {}, identity.user_id, started
+            answer = await _on_source(
+                runtime, caches, modelled, analysis.name, parameters or {}, None, identity.user_id, started
             )
         elif named.lower() == "database" or named == MAIN:
             assert checked is not None
@@ -145,7 +145,7 @@ def register(app: App) -> None:
         elif named in runtime.sources.registry:
             assert checked is not None
             answer = await _on_source(
-                runtime, caches, named, analysis.name, checked, identity.user_id, started
+                runtime, caches, named, analysis.name, {}, checked, identity.user_id, started
             )
         else:
             assert checked is not None
@@ -215,31 +215,41 @@ async def _on_source(
     caches: tuple[Cache, Cache],
     name: str,
     analysis: str,
+    parameters: dict[str, Any],
     checked: Any,
     user: str,
     started: float,
 ) -> dict[str, Any]:
-    """An analysis on a table of a registered source, cached on the source's data version (else briefly)."""
-    source = runtime.sources.source(name).name
-    source_analysis.refuse_misplaced(analysis, checked, source)
+    """An analysis on a registered source: through its metric model (`checked` None, the model pushed down
+    into its engine) or on a table; cached on the source's data version (briefly when its engine has none)."""
+    source = runtime.sources.source(name)
+    model = source.metric_model if checked is None else None
+    if checked is not None:
+        source_analysis.refuse_misplaced(analysis, checked, source.name)
+        parameters = checked.model_dump(mode="json", exclude_unset=True)
     question = {
-        "source": source,
+        "source": source.name,
+        "model": [model.name, model.version] if model else None,
         "analysis": analysis,
-        "parameters": checked.model_dump(mode="json", exclude_unset=True),
+        "parameters": json_ready(parameters),
         "user": user,
     }
-    async with runtime.sources.use(source) as engine:
+    async with runtime.sources.use(source.name) as engine:
         version = await engine.data_version()
         cache = caches[0] if version is not None else caches[1]
-        key_version = f"{source}:{version or 'unversioned'}"
+        key_version = f"{source.name}:{version or 'unversioned'}"
         cached = await cache.get(question, key_version)
         if cached is not None:
             cached["metadata"]["cached"] = True
             return dict(cached)
-        max_bytes = runtime.settings.dataset_max_bytes
-        reader = source_analysis.SourceReader(source, engine, runtime.db.shares, max_bytes)
-        outcome, used = await source_analysis.run(reader, analysis, checked)
-    answer = _answer(analysis, outcome, source, started)
+        used: dict[str, Any] = {}
+        if model is not None:
+            outcome = await run_modelled(engine, model, analysis, parameters, source=source.name)
+        else:
+            max_bytes = runtime.settings.dataset_max_bytes
+            reader = source_analysis.SourceReader(source.name, engine, runtime.db.shares, max_bytes)
+            outcome, used = await source_analysis.run(reader, analysis, checked)
+    answer = _answer(analysis, outcome, source.name, started)
     answer["metadata"].update(used)
     await cache.put(question, answer, key_version)
     return answer
@@ -258,40 +268,6 @@ def _modelled_source(
     if any(name in (parameters or {}) for name in source_analysis.SOURCE_ONLY):
         return None  # named columns (table, value_column, ...): the table analyses of source_analysis
     return source.name
-
-
-async def _on_modelled(
-    runtime: Runtime,
-    caches: tuple[Cache, Cache],
-    name: str,
-    analysis: str,
-    parameters: dict[str, Any],
-    user: str,
-    started: float,
-) -> dict[str, Any]:
-    """An analysis of a source's metric model, pushed down into its engine; cached like _on_source."""
-    source = runtime.sources.source(name)
-    assert source.metric_model is not None
-    model = source.metric_model
-    question = {
-        "source": source.name,
-        "model": [model.name, model.version],
-        "analysis": analysis,
-        "parameters": json_ready(parameters),
-        "user": user,
-    }
-    async with runtime.sources.use(source.name) as engine:
-        version = await engine.data_version()
-        cache = caches[0] if version is not None else caches[1]
-        key_version = f"{source.name}:{version or 'unversioned'}"
-        cached = await cache.get(question, key_version)
-        if cached is not None:
-            cached["metadata"]["cached"] = True
-            return dict(cached)
-        outcome = await run_modelled(engine, model, analysis, parameters, source=source.name)
-    answer = _answer(analysis, outcome, source.name, started)
-    await cache.put(question, answer, key_version)
-    return answer
 
 
 def _on_database(name: str) -> aggregates.Runner:

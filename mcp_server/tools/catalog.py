@@ -10,9 +10,10 @@ from fastmcp.server.middleware import Middleware, MiddlewareContext
 from pydantic import AnyUrl, Field
 
 from core.errors import AnalyticsError, NotFound
-from mcp_server.app import REDIS_DOWN, App
+from mcp_server.app import App
 from mcp_server.auth import ANALYST, EVERYONE, current_identity
 from mcp_server.calls import current_call
+from mcp_server.edge import REDIS_DOWN
 from mcp_server.runtime import Runtime
 from prompts import workflows
 from resources.dictionary import render_dictionary
@@ -27,8 +28,8 @@ JSON = "application/json"
 SAMPLE_ROWS = 5
 
 
-# Prompt parameters are annotated inline: FastMCP resolves their (string) annotations in the scope of
-# the error-answering wrapper in mcp_server.app, where a module-level alias of ours is unknown.
+# Prompt parameters are annotated inline: FastMCP turns a prompt's string arguments into values with
+# TypeAdapters of the (string) annotations, which do not see a module-level alias of ours.
 
 
 class SessionResources(Middleware):
@@ -193,6 +194,3 @@ def register(app: App) -> None:
     ) -> str:
         """A first look at one table: its schema and meaning, its distributions, a chart, notes kept in a session."""
         return workflows.explore_dataset(table)
-
-    _ = (database_schema, table_schema, data_dictionary, analysis_template, session)
-    _ = (churn_analysis, network_analysis, revenue_optimization, explore_dataset)

@@ -1,5 +1,6 @@
 """A first look at the data (summary_snapshot) and regenerating or emptying it (generate_data, reset_data,
-admin only): the telecom tables of the built-in database, or the shop dataset in any source."""
+admin only): the telecom tables (the built-in database, MySQL/MariaDB and files sources) or the shop dataset
+(any source)."""
 
 from __future__ import annotations
 
@@ -34,15 +35,17 @@ def register(app: App) -> None:
     async def summary_snapshot(
         source: Annotated[str, Field(description="main (the built-in database) or a source's name")] = MAIN,
         dataset: Annotated[
-            Dataset | None, Field(description="main: telecom (default) or shop; other sources: shop")
+            Dataset | None,
+            Field(description="default: telecom on main and on sources with model telecom, else shop"),
         ] = None,
     ) -> dict[str, Any]:
-        """Row counts, date ranges, churn rate and revenue total per table: call this first. For the shop
-        dataset (another source, or main with dataset=shop): rows per table and the last generated window."""
-        if dataset is not None:
-            datasets.check_dataset(dataset, source)
-        if runtime.sources.source(source).name != MAIN or dataset == "shop":
-            return await datasets.summary(runtime, source)
+        """Row counts, date ranges, churn rate and revenue total per table: call this first. On another
+        source, or main with dataset=shop: rows per table and the last generated window."""
+        found = runtime.sources.source(source)  # NotFound (one line) lists the sources
+        if dataset is None:
+            dataset = "telecom" if found.name == MAIN or found.model == "telecom" else "shop"
+        if found.name != MAIN or dataset == "shop":
+            return await datasets.summary(runtime, found.name, dataset)
         row = await runtime.db.fetchrow_named("summary_snapshot")
         assert row is not None
         customers = row["customers"] or 0
@@ -79,10 +82,10 @@ def register(app: App) -> None:
     @app.tool(roles=ADMIN, annotations={"destructiveHint": True})
     async def generate_data(
         dataset: Annotated[
-            Dataset, Field(description="telecom (main only) or shop (any source)")
+            Dataset, Field(description="telecom (main, MySQL/MariaDB, files) or shop (any source)")
         ] = "telecom",
         source: Annotated[
-            str, Field(description="where to load: main (shop: its schema shop) or a source")
+            str, Field(description="where to load: main (shop: its schema shop) or a source with a write_url")
         ] = MAIN,
         customers: Annotated[
             int | None,
@@ -94,18 +97,22 @@ def register(app: App) -> None:
         ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Replace a dataset with deterministic synthetic data (same arguments, same rows; caches invalidated,
-        profiles refreshed), with progress notifications: telecom in the built-in database, or the shop
-        (products, customers, orders, order_items, payments, shipments) in a source that has a write_url."""
-        datasets.check_dataset(dataset, source)
+        profiles refreshed), with progress notifications: telecom (customers, revenue, network_events) in
+        the built-in database or a MySQL/MariaDB or files source, or the shop (products, customers, orders,
+        order_items, payments, shipments) in any source; other than main, the source needs a write_url."""
+        found = runtime.sources.source(source)  # NotFound (one line) before anything starts
         if dataset == "shop":
-            runtime.sources.source(source)  # NotFound (one line) before anything starts
             planned = shop_plan(
                 SHOP_CUSTOMERS if customers is None else customers, seed, start_date, end_date
             )
-            load = functools.partial(datasets.generate_shop, runtime, source, planned)
+            load = functools.partial(datasets.generate_shop, runtime, found.name, planned)
         else:
+            datasets.check_telecom_source(found)
             plan = make_plan(customers or TELECOM_CUSTOMERS, seed, start_date, end_date)
-            load = functools.partial(load_generated, runtime, plan)
+            if found.name == MAIN:
+                load = functools.partial(load_generated, runtime, plan)
+            else:
+                load = functools.partial(datasets.generate_telecom, runtime, found.name, plan)
         if ctx is not None:
             await ctx.report_progress(0, 100, "generating")
         progress_updates: list[asyncio.Future[Any]] = []
@@ -131,21 +138,24 @@ def register(app: App) -> None:
         source: Annotated[
             str, Field(description="main (its schema shop) or a source with a write_url")
         ] = MAIN,
-        dataset: Annotated[Dataset, Field(description="shop (any source) or telecom (main only)")] = "shop",
+        dataset: Annotated[
+            Dataset, Field(description="shop (any source) or telecom (main, MySQL/MariaDB, files)")
+        ] = "shop",
         confirm: Annotated[
             bool, Field(description="must be true: every table of the dataset is emptied")
         ] = False,
     ) -> dict[str, Any]:
         """Empty every table of a dataset in a source (children first): the shop in main's schema shop or a
-        source with a write_url, or main's telecom tables; answers each table's row count before and after.
-        Refused unless confirm=true."""
-        datasets.check_dataset(dataset, source)
+        source with a write_url, or the telecom tables of main or a MySQL/MariaDB or files source with a
+        write_url; answers each table's row count before and after. Refused unless confirm=true."""
         found = runtime.sources.source(source)  # NotFound (one line) lists the sources
         if not confirm:
             raise InvalidInput(
                 f"reset_data empties every {dataset} table of source '{found.name}'; nothing was changed: "
                 "call it again with confirm=true"
             )
+        if dataset == "telecom":
+            datasets.check_telecom_source(found)
         return await datasets.reset(runtime, found.name, dataset)
 
 

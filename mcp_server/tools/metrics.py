@@ -75,7 +75,8 @@ def register(app: App) -> None:
         ] = None,
     ) -> dict[str, Any]:
         """Metrics by dimensions over a time range, from the source's governed definitions (metrics://{source}):
-        rows, the SQL run, the definitions used, the resolved dates and notes on any default it chose."""
+        rows, the SQL run, the definitions used, the resolved dates and notes on any default it chose.
+        Ask this first for a figure in business terms; use query_database only when no metric fits."""
         name, model = model_of(source)
         query = MetricQuery(
             metrics=metrics,

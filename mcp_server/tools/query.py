@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastmcp.tools.base import ToolResult
@@ -15,12 +17,14 @@ from mcp_server import logs
 from mcp_server.app import App
 from mcp_server.auth import ANALYST, Identity, current_identity
 from mcp_server.cache import Cache
+from mcp_server.pipelines import one_trip
 from mcp_server.runtime import Runtime
 from sessions.access import KeyName, SessionId
 from sessions.datasets import AS_TEXT, json_ready
 from warehouse import query as queries
-from warehouse.engines import GuardedStatement
+from warehouse.engines import GuardedStatement, QueryEngine
 from warehouse.engines.active import run_on
+from warehouse.engines.main import MainEngine
 from warehouse.labels import request_label
 from warehouse.sources import MAIN
 from warehouse.sqlguard import MAX_QUERY_CHARS
@@ -44,6 +48,7 @@ ParameterValue = Scalar | list[Scalar]
 def register(app: App) -> None:
     runtime = app.runtime
     cache = Cache(runtime, "query", CACHE_SECONDS)
+    engines = Engines(runtime, MainEngine(runtime.db, label=lambda: request_label(logs.request_id_var.get())))
 
     @app.tool(roles=ANALYST, annotations={"readOnlyHint": True, "openWorldHint": False})
     async def query_database(
@@ -92,60 +97,108 @@ def register(app: App) -> None:
         name = runtime.sources.source(source).name  # NotFound lists the sources
         if session_id is not None and save_as is not None:
             answer = await _save_dataset(
-                runtime, caller, query, parameters, timeout, session_id, save_as, source=name
+                runtime, engines, caller, query, parameters, timeout, session_id, save_as, source=name
             )
-        elif name != MAIN:
-            answer = await _select_source(runtime, cache, caller, name, query, parameters, timeout, max_rows)
         else:
-            answer = await _select(runtime, cache, caller, query, parameters, timeout, max_rows)
+            answer = await _select(
+                runtime, engines, cache, caller, name, query, parameters, timeout, max_rows
+            )
         text = _markdown(answer, RESPONSE_MAX_BYTES - _json_bytes(answer))
         return ToolResult(content=[TextContent(type="text", text=text)], structured_content=answer)
 
 
+class Engines:
+    """The engine of each source: main's own, the others' from the active sources (holding a slot)."""
+
+    def __init__(self, runtime: Runtime, main: MainEngine) -> None:
+        self.runtime, self.main = runtime, main
+
+    def use(self, source: str) -> contextlib.AbstractAsyncContextManager[QueryEngine]:
+        if source == MAIN:
+            return contextlib.nullcontext(self.main)
+        return self.runtime.sources.use(source)
+
+
 async def _select(
     runtime: Runtime,
+    engines: Engines,
     cache: Cache,
     caller: Identity,
+    source: str,
     query: str,
     parameters: dict[str, Any],
     timeout: float,
     max_rows: int,
 ) -> dict[str, Any]:
+    """One path for every source: its engine's guard, one Redis round trip for the cached answer (keyed
+    on the source's data version) and the caller's query seconds, the run, one more for the charge and
+    the store."""
     _max_rows_within_cap(runtime, max_rows)
     started = time.perf_counter()
-    cached = version = None
-    ran = False  # _run logs its own outcome
-    try:
-        guarded = await queries.guard_in_thread(query, parameters)  # once: run_select reuses it
-        question = _question(runtime, caller, guarded, parameters, max_rows)
-        if guarded.checked.cacheable:
+    async with engines.use(source) as engine:
+        async with _failure_logged(runtime, caller, query, started, source):
+            statement = await engine.guarded(query, parameters)
             # Read before the query and used for the store too: a load meanwhile cannot be cached stale.
-            # On a server connection: the query role the query runs as cannot read mcp_internal.
-            version, cached = await cache.lookup(question)
-        if cached is None:
-            ran = True
-            result = await _run(
-                runtime,
-                caller,
-                guarded,
-                parameters,
-                timeout,
-                max_rows,
-                min(runtime.settings.query_max_bytes, INLINE_MAX_BYTES),
+            version = None if statement.volatile else await engine.data_version()
+            key = None
+            if version is not None:
+                question = _question(runtime, caller, source, statement, parameters, max_rows)
+                key = cache.key(question, f"{source}:{version}")
+            cached = await _before_run(runtime, cache, caller, key)  # a spent budget refuses the run
+        if cached is not None:
+            await _log(
+                runtime, caller, query, started, cached["row_count"], "ok", True, statement.hash, source
             )
-    except Exception as error:
-        if not ran:
-            await _log(runtime, caller, query, started, None, queries.outcome_of(error))
-        raise
-    if cached is not None:
-        await _log(
-            runtime, caller, query, started, cached["row_count"], "ok", cached=True, known_hash=guarded.hash
+            return {**cached, "cached": True}
+        max_bytes = min(runtime.settings.query_max_bytes, INLINE_MAX_BYTES)
+        result, spent = await _run(
+            runtime, caller, engine, source, query, statement, parameters, timeout, max_rows, max_bytes
         )
-        return {**cached, "cached": True}
     answer = _answer(result)
-    if version is not None:
-        await cache.put(question, answer, version)
+    await _after_run(runtime, cache, caller, spent, key, answer)
     return answer
+
+
+@contextlib.asynccontextmanager
+async def _failure_logged(
+    runtime: Runtime, caller: Identity, query: str, started: float, source: str
+) -> AsyncIterator[None]:
+    """A refusal before the run (guard, budget, data version) goes to the query log with its outcome."""
+    try:
+        yield
+    except Exception as error:
+        await _log(runtime, caller, query, started, None, queries.outcome_of(error), source=source)
+        raise
+
+
+async def _before_run(runtime: Runtime, cache: Cache, caller: Identity, key: str | None) -> Any | None:
+    """The answer cached under `key` (None: a miss, or no key), else the caller's query seconds
+    checked (RateLimited when spent): both read in one round trip."""
+    seconds = runtime.services.query_seconds
+    parts = [(seconds.redis, lambda pipe: seconds.read(pipe, caller.user_id))]
+    if key is not None:
+        parts.append((cache.redis, lambda pipe: cache.read(pipe, key)))
+    budget, *cached = await one_trip(*parts)
+    answer = cache.answer(cached[0]) if cached else None
+    if answer is None:
+        seconds.refuse_if_spent(budget)
+    return answer
+
+
+async def _after_run(
+    runtime: Runtime, cache: Cache, caller: Identity, spent: float, key: str | None, answer: Any
+) -> None:
+    """The run's seconds charged and its answer stored under `key` (when given and not too large):
+    one round trip."""
+    seconds = runtime.services.query_seconds
+    payload = cache.encoded(answer) if key is not None else None
+    parts = [(seconds.redis, lambda pipe: seconds.add(pipe, caller.user_id, spent))]
+    if key is not None and payload is not None:
+        parts.append((cache.redis, lambda pipe: cache.write(pipe, key, payload)))
+    charged, *stored = await one_trip(*parts)
+    seconds.charged(charged)
+    if stored:
+        cache.written(stored[0])
 
 
 def _answer(result: queries.QueryResult) -> dict[str, Any]:
@@ -179,73 +232,23 @@ def _max_rows_within_cap(runtime: Runtime, max_rows: int) -> None:
         )
 
 
-async def _select_source(
-    runtime: Runtime,
-    cache: Cache,
-    caller: Identity,
-    source: str,
-    query: str,
-    parameters: dict[str, Any],
-    timeout: float,
-    max_rows: int,
-) -> dict[str, Any]:
-    """query_database on a source other than main: its engine's guard, cached on its data version."""
-    _max_rows_within_cap(runtime, max_rows)
-    started = time.perf_counter()
-    async with runtime.sources.use(source) as engine:
-        try:
-            statement = await engine.guarded(query, parameters)
-            version = None if statement.volatile else await engine.data_version()
-        except Exception as error:
-            await _log(runtime, caller, query, started, None, queries.outcome_of(error), source=source)
-            raise
-        question = {
-            "source": source,
-            "user": caller.user_id,
-            "sql": statement.canonical or statement.sql,
-            "arguments": {name: parameters.get(name) for name in statement.names},
-            "max_rows": max_rows,
-        }
-        key_version = f"{source}:{version}" if version is not None else None
-        cached = await cache.get(question, key_version) if key_version is not None else None
-        if cached is not None:
-            await _log(
-                runtime,
-                caller,
-                query,
-                started,
-                cached["row_count"],
-                "ok",
-                cached=True,
-                known_hash=statement.hash or None,
-                source=source,
-            )
-            return {**cached, "cached": True}
-        max_bytes = min(runtime.settings.query_max_bytes, INLINE_MAX_BYTES)
-        result = await _run(
-            runtime, caller, statement, parameters, timeout, max_rows, max_bytes, source=source, engine=engine
-        )
-    answer = _answer(result)
-    if key_version is not None:
-        await cache.put(question, answer, key_version)
-    return answer
-
-
 def _question(
     runtime: Runtime,
     caller: Identity,
-    guarded: queries.GuardedQuery,
+    source: str,
+    statement: GuardedStatement,
     parameters: dict[str, Any],
     max_rows: int,
 ) -> dict[str, Any]:
-    """What the query cache keys on: the statement as PostgreSQL parsed it (never case-folded text)
-    with every value bound to it, and the caller, so that no answer (nor its `cached` flag) ever
+    """What the query cache keys on: the statement as the source's parser made it (never case-folded
+    text) with every value bound to it, and the caller, so that no answer (nor its `cached` flag) ever
     reaches another user."""
     return {
-        "database": runtime.settings.database_url,  # hashed into the key: one cache per database
+        "database": runtime.settings.database_url,  # hashed into the key: one cache per deployment
+        "source": source,
         "user": caller.user_id,
-        "sql": guarded.checked.canonical,
-        "arguments": guarded.bound.arguments(parameters),  # by position ($1, $2 ...), with their types
+        "sql": statement.canonical or statement.sql,
+        "arguments": [parameters.get(name) for name in statement.names],  # in the order they are bound
         "max_rows": max_rows,
     }
 
@@ -253,90 +256,42 @@ def _question(
 async def _run(
     runtime: Runtime,
     caller: Identity,
-    query: str | queries.GuardedQuery | GuardedStatement,
-    parameters: dict[str, Any],
-    timeout: float,
-    max_rows: int,
-    max_bytes: int | None,
-    *,
-    source: str = MAIN,
-    engine: Any = None,
-) -> queries.QueryResult:
-    """Run on the built-in database, or on `source`'s engine (`engine`: one the caller holds already)."""
-    started = time.perf_counter()
-    text, known_hash = (query.text, query.hash) if isinstance(query, queries.GuardedQuery) else (query, None)
-    if isinstance(query, GuardedStatement):
-        text, known_hash = query.sql, query.hash or None
-    assert isinstance(text, str)
-    seconds = runtime.services.query_seconds
-    try:
-        await seconds.check(caller.user_id)  # a spent budget refuses the query before it starts
-        if isinstance(query, GuardedStatement) or source != MAIN:
-            assert not isinstance(query, queries.GuardedQuery)
-            result = await _run_on_source(
-                runtime, source, engine, query, parameters, timeout, max_rows, max_bytes
-            )
-        else:
-            result = await queries.run_select(
-                runtime.db,
-                query,
-                parameters,
-                timeout=timeout,
-                max_rows=max_rows,
-                max_bytes=max_bytes,
-                label=request_label(logs.request_id_var.get()),
-            )
-    except Exception as error:
-        await _log(
-            runtime,
-            caller,
-            text,
-            started,
-            None,
-            queries.outcome_of(error),
-            known_hash=known_hash,
-            source=source,
-        )
-        raise
-    finally:
-        await seconds.charge(caller.user_id, time.perf_counter() - started)
-    outcome = queries.outcome_of(None, result.truncated)
-    await _log(
-        runtime, caller, text, started, len(result.rows), outcome, known_hash=result.query_hash, source=source
-    )
-    return result
-
-
-async def _run_on_source(
-    runtime: Runtime,
+    engine: QueryEngine,
     source: str,
-    engine: Any,
-    query: str | GuardedStatement,
+    query: str,
+    statement: GuardedStatement,
     parameters: dict[str, Any],
     timeout: float,
     max_rows: int,
-    max_bytes: int | None,
-) -> queries.QueryResult:
-    shares, max_bytes = runtime.db.shares, max_bytes or runtime.settings.query_max_bytes
-    if engine is not None and isinstance(query, GuardedStatement):
-        return await run_on(
-            engine, query, parameters, shares=shares, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes
-        )
-    async with runtime.sources.use(source) as held:
-        statement = query if isinstance(query, GuardedStatement) else await held.guarded(query, parameters)
-        return await run_on(
-            held,
+    max_bytes: int,
+) -> tuple[queries.QueryResult, float]:
+    """Run on `engine` within the caller's share of connections, logged; the result and the seconds it
+    took (charged by the caller, with the next Redis work). A failed run is charged here."""
+    started = time.perf_counter()
+    try:
+        result = await run_on(
+            engine,
             statement,
             parameters,
-            shares=shares,
+            shares=runtime.db.shares,
             timeout=timeout,
             max_rows=max_rows,
             max_bytes=max_bytes,
         )
+    except BaseException as error:
+        if isinstance(error, Exception):
+            outcome = queries.outcome_of(error)
+            await _log(runtime, caller, query, started, None, outcome, False, statement.hash, source)
+        await runtime.services.query_seconds.charge(caller.user_id, time.perf_counter() - started)
+        raise
+    outcome = queries.outcome_of(None, result.truncated)
+    await _log(runtime, caller, query, started, len(result.rows), outcome, False, result.query_hash, source)
+    return result, time.perf_counter() - started
 
 
 async def _save_dataset(
     runtime: Runtime,
+    engines: Engines,
     caller: Identity,
     query: str,
     parameters: dict[str, Any],
@@ -347,7 +302,15 @@ async def _save_dataset(
     source: str = MAIN,
 ) -> dict[str, Any]:
     limit, max_bytes = runtime.settings.dataset_max_rows, runtime.settings.dataset_max_bytes
-    result = await _run(runtime, caller, query, parameters, timeout, limit, max_bytes, source=source)
+    started = time.perf_counter()
+    async with engines.use(source) as engine:
+        async with _failure_logged(runtime, caller, query, started, source):
+            statement = await engine.guarded(query, parameters)
+            await runtime.services.query_seconds.check(caller.user_id)
+        result, spent = await _run(
+            runtime, caller, engine, source, query, statement, parameters, timeout, limit, max_bytes
+        )
+    await runtime.services.query_seconds.charge(caller.user_id, spent)
     origin = {
         "tool": "query_database",
         "source": source,
@@ -452,7 +415,7 @@ async def _log(
     known_hash: str | None = None,
     source: str = MAIN,
 ) -> None:
-    if known_hash is None:  # hashing scans the query: off the event loop, like the guard
+    if not known_hash:  # hashing scans the query: off the event loop, like the guard
         known_hash = await queries.in_guard_thread(queries.query_hash, query)
     entry = queries.QueryLogEntry.of(
         user_id=caller.user_id,

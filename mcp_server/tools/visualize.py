@@ -1,12 +1,5 @@
 """create_visualization: PNG, SVG or interactive HTML charts of inline data, session datasets or analysis
-results, stored server-side (session key or artifact://) and answered with a resource link.
-
-Rendering is CPU work. It runs in a small pool of worker processes (one pool per runtime): a thread
-would hold the GIL for most of a render and stall the event loop, a process does not, and a chart
-that overruns its time limit can really be stopped (its worker is killed and replaced). The workers
-run at the lowest priority (analytics.charts.lower_priority), so they mostly use CPU that queries,
-PostgreSQL and the event loop leave over, and hand back the file's bytes.
-"""
+results, drawn in the chart pool's worker processes, stored server-side and answered with a resource link."""
 
 from __future__ import annotations
 
@@ -43,20 +36,7 @@ MAX_INLINE_ROWS = 100_000  # more should come by reference from a session datase
 MAX_OUTPUT_BYTES = 700_000
 MAX_PREVIEW_BYTES = 100_000  # a PNG up to this size also comes inline as image content
 
-ChartType = Literal[
-    "auto",
-    "bar",
-    "grouped_bar",
-    "stacked_bar",
-    "line",
-    "scatter",
-    "histogram",
-    "heatmap",
-    "correlation_heatmap",
-    "box",
-    "pie",
-]
-assert set(ChartType.__args__) == {AUTO, *CHART_TYPES}  # type: ignore[attr-defined]
+ChartType = Literal[(AUTO, *CHART_TYPES)]  # type: ignore[valid-type]  # an enum in the input schema
 
 
 async def render_off_loop(
@@ -273,8 +253,6 @@ def register(app: App) -> None:
         """A chart you drew without a session (kept an hour, for you only): the PNG, SVG or HTML file itself."""
         meta, content = await runtime.services.artifact_store.get(current_identity(), artifact_id)
         return ResourceResult([file_content(content, meta["mime_type"])])
-
-    _ = (create_visualization, artifact)
 
 
 def plotted_text(plotted: dict[str, Any], series: int = 3, labels: int = 12) -> str:

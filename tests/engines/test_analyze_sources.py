@@ -508,7 +508,79 @@ async def test_the_summary_names_the_measure_and_the_template_shows_source_param
 
 async def test_rows_beyond_the_cap_are_left_out_and_the_answer_says_sampled(sourced, monkeypatch) -> None:
     monkeypatch.setattr(source_analysis, "ROW_CAP", 1_000)
+    columns = ["amount", "customer_id"]
     async with _client(sourced) as client:
-        answer = await _analyze(client, "shop", "describe", table="orders", columns=["customer_id"])
-    assert answer["results"]["rows"] == 1_000
+        answer = await _analyze(client, "shop", "correlation", table="orders", columns=columns)
+        described = await _analyze(client, "shop", "describe", table="orders", columns=["customer_id"])
+    expected = ORDERS[columns].head(1_000).astype(float).corr()
+    assert _close(answer["results"]["matrix"]["amount"]["customer_id"], expected.loc["amount", "customer_id"])
     assert answer["metadata"]["sampled"] is True and "1,000 rows" in answer["metadata"]["sample_note"]
+    # describe aggregates in the engine: every row, whatever the cap on fetched rows
+    assert described["results"]["rows"] == ROWS and described["metadata"]["sampled"] is False
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_describe_on_a_source_computes_its_figures_in_the_engine_as_pandas_and_numpy_do(
+    sourced, source
+) -> None:
+    names = ["order_id", "customer_id", "country", "amount", "ordered_at"]
+    async with _client(sourced) as client:
+        result = await client.call_tool(
+            "analyze_data",
+            {
+                "data_source": source,
+                "analysis_type": "describe",
+                "parameters": {"table": "orders", "columns": names},
+                "detail": "full",
+                "include_sql": True,
+            },
+        )
+    answer = result.structured_content
+    results = answer["results"]
+    columns = {column["name"]: column for column in results["columns"]}
+    assert [column["name"] for column in results["columns"]] == names
+    assert "linear" in results["quantiles"]
+    for name, kind in (("order_id", "integer"), ("customer_id", "integer"), ("amount", "float")):
+        values = ORDERS[name].dropna().astype(float)
+        summary = columns[name]["summary"]
+        assert columns[name]["type"] == kind and columns[name]["distinct"] == values.nunique()
+        assert _close(summary["mean"], values.mean()) and _close(summary["std"], values.std(ddof=1))
+        assert _close(summary["sum"], values.sum())
+        quartiles = np.quantile(values.to_numpy(), [0.25, 0.5, 0.75], method="linear")
+        for key, expected in zip(("p25", "median", "p75"), quartiles, strict=True):
+            assert _close(summary[key], expected), (name, key)
+    country = columns["country"]
+    counts = ORDERS["country"].value_counts()
+    assert country["type"] == "string" and country["distinct"] == len(counts)
+    assert [(top["value"], top["count"]) for top in country["summary"]["top_values"]] == list(counts.items())
+    assert country["summary"]["min_length"] == country["summary"]["max_length"] == 2
+    assert columns["ordered_at"]["type"] == "datetime" and columns["ordered_at"]["distinct"] == ROWS
+    # Only aggregates come back (and, on MariaDB, the few ranked values around each quartile): no
+    # statement selects the bare rows.
+    for statement in answer["metadata"]["sql"]:
+        assert "COUNT(" in statement.upper() or "ROW_NUMBER()" in statement.upper(), statement
+
+
+async def test_describe_of_many_columns_splits_its_aggregates_over_statements(sourced, monkeypatch) -> None:
+    names = ["order_id", "customer_id", "country", "amount", "ordered_at"]
+
+    async def described(columns: list[str]) -> dict[str, Any]:
+        result = await client.call_tool(
+            "analyze_data",
+            {
+                "data_source": "ledger",
+                "analysis_type": "describe",
+                "parameters": {"table": "orders", "columns": columns},
+                "detail": "full",
+                "include_sql": True,
+            },
+        )
+        return result.structured_content
+
+    async with _client(sourced) as client:
+        whole = await described(names)
+        monkeypatch.setattr(source_analysis, "COLUMNS_PER_STATEMENT", 2)
+        split = await described([*names, "amount"])  # the same columns, asked differently: not cached
+    assert split["metadata"]["cached"] is False
+    assert split["results"]["columns"] == whole["results"]["columns"]
+    assert len(split["metadata"]["sql"]) == len(whole["metadata"]["sql"]) + 2  # 3 aggregate statements, not 1

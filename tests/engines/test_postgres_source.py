@@ -254,3 +254,25 @@ async def test_a_slow_query_is_cancelled_at_its_timeout_in_one_line(sourced) -> 
         )
         still = await _query(client, "SELECT count(*) AS n FROM customers")
     assert "timeout" in text and still["rows"] == [{"n": 3}]
+
+
+async def test_an_accepted_text_is_guarded_once_until_the_source_relations_change(
+    sourced, warehouse_url: str
+) -> None:
+    engine = sourced.sources.engine_now("warehouse")
+    text = "SELECT count(*) AS n FROM scratch_rows WHERE id > %(low)s"
+    conn = await asyncpg.connect(warehouse_url)
+    try:
+        await conn.execute("CREATE TABLE sales.scratch_rows (id int)")
+        await engine.tables()  # the operator's refresh reads the new table
+        first = await engine.guarded(text, {"low": 1})
+        assert await engine.guarded(text, {"low": 2}) is first  # other values: the verdict is remembered
+        assert await engine.guarded(text + " ", {"low": 2}) is not first  # another text is checked anew
+        await conn.execute("DROP TABLE sales.scratch_rows")
+        await engine.tables()
+        with pytest.raises(QueryRefused, match="scratch_rows"):  # checked again against the new relations
+            await engine.guarded(text, {"low": 2})
+    finally:
+        await conn.execute("DROP TABLE IF EXISTS sales.scratch_rows")
+        await conn.close()
+        await engine.tables()

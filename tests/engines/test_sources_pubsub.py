@@ -27,11 +27,11 @@ from fastmcp import Client
 import warehouse.engines.duckdb_files  # noqa: F401 - see below
 from mcp_server.app import App
 from mcp_server.config import Settings
-from mcp_server.notices import MAX_NOTICE_BYTES, ProfilesRefreshed, SourcesChanged, read_notice
 from mcp_server.runtime import Runtime, start_runtime
 from tests.conftest import app_for
 from tests.support import call, refusal
 from warehouse import sqlguard
+from warehouse.notices import MAX_NOTICE_BYTES, ProfilesRefreshed, SourcesChanged, read_notice
 
 # Imported up front: a process imports DuckDB when it starts its first files source, and the two
 # instances here share one process and event loop, so that one-off import would stall both at once.

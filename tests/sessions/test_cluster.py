@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from core.errors import RateLimited
 from mcp_server.budget import QuerySeconds
 from mcp_server.cache import Cache
-from mcp_server.notices import SourceNotices
 from mcp_server.ratelimit import RateLimiter
 from mcp_server.runtime import Runtime
 from sessions.access import Caller
@@ -26,6 +25,7 @@ from sessions.store import SessionStore
 from tests.conftest import app_for
 from tests.sessions.redis_processes import PASSWORD, REDIS_CLI, REDIS_SERVER, RedisProcesses, node
 from tests.support import call, refusal
+from warehouse.notices import SourceNotices
 
 pytestmark = [
     pytest.mark.slow,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -22,6 +23,7 @@ from scipy.stats import chi2_contingency
 from core.errors import InvalidInput
 from mcp_server.cli import main as cli_main
 from tests.engines.mariadb import HOST, PORT, root_fetch, scratch
+from warehouse import sql
 from warehouse.shop import (
     CHURNING_COUNTRY,
     DEFAULT_CUSTOMERS,
@@ -32,7 +34,16 @@ from warehouse.shop import (
     generate_shop,
     shop_plan,
 )
-from warehouse.shop_store import _binary_chunks, load_shop, reset_shop, shop_fingerprints, shop_summary
+from warehouse.shop_store import (
+    _binary_chunks,
+    _mysql_connection,
+    _mysql_insert,
+    _mysql_loading_session,
+    load_shop,
+    reset_shop,
+    shop_fingerprints,
+    shop_summary,
+)
 from warehouse.sources import Source, redact_url
 
 PLAN = shop_plan(1_500, 11, "2024-01-01", "2024-12-31")
@@ -367,3 +378,94 @@ async def test_binary_copy_keeps_empty_text_nulls_accents_and_large_amounts_exac
         (2, "Łódź é", Decimal("999999999.99"), None, False, 7),
         (3, "plain", Decimal("0.05"), dt.datetime(2023, 12, 31, 23, 59, 59), True, 2_000_000_000),
     ]
+
+
+async def test_mariadb_bulk_insert_keeps_empty_text_nulls_accents_quotes_and_every_amount_exact() -> None:
+    """Bulk executes carry money as doubles; a batch with a column NULL in every row goes as a text INSERT.
+    Both read back as the values written: amounts checked from 0.00 to DECIMAL(12,2)'s largest."""
+    database = f"amcp_shop_edge_{secrets.token_hex(4)}"
+    rng = np.random.default_rng(5)
+    cents = np.concatenate(
+        [[0, 1, 5, 99, 100, 2_599, 999_999_999_999], (10 ** rng.uniform(0, 12, 2_000)).astype(np.int64)]
+    )
+    n = len(cents)
+    spec = (("k", "key"), ("s", "text"), ("m", "money"), ("ts", "time"), ("b", "bool"), ("q", "int"))
+    texts = np.array(["", "Łódź é", 'say "hi" \\ back', "plain"] * (n // 4 + 1), dtype=object)[:n]
+    instants = np.where(np.arange(n) % 3 == 0, NULL_TIME, 1_704_067_199 - np.arange(n) * 3_600)
+    columns = {
+        "k": np.arange(1, n + 1, dtype=np.int64),
+        "s": texts,
+        "m": cents,
+        "ts": instants,
+        "b": np.arange(n) % 2 == 0,
+        "q": (np.arange(n) * 1_000_003).astype(np.int32),
+    }
+    no_times = dict(columns, ts=np.full(n, NULL_TIME))  # a bulk execute cannot type an all-NULL column
+    url = f"mysql://root@{HOST}:{PORT}/{database}"
+    async with scratch([f"CREATE DATABASE {database}"], [f"DROP DATABASE IF EXISTS {database}"]):
+        async with _mysql_connection(url, database) as conn:
+            await _mysql_loading_session(conn)
+            for table in ("bulk", "fallback"):
+                async with conn.cursor() as cursor:
+                    await cursor.execute(
+                        f"CREATE TABLE {table} (k BIGINT PRIMARY KEY, s VARCHAR(40) NOT NULL, m DECIMAL(12, 2), "
+                        "ts DATETIME NULL, b BOOLEAN, q INT) DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
+                    )
+            reported: list[tuple[str, int]] = []
+            took_bulk = await _mysql_insert(
+                conn, "bulk", spec, columns, lambda t, rows: reported.append((t, rows))
+            )
+            await _mysql_insert(conn, "fallback", spec, no_times, lambda t, rows: reported.append((t, rows)))
+        bulk = await root_fetch(database, "SELECT k, s, m, ts, b, q FROM bulk ORDER BY k")
+        fallback = await root_fetch(database, "SELECT k, s, m, ts, b, q FROM fallback ORDER BY k")
+    assert took_bulk
+    assert sum(rows for table, rows in reported if table == "bulk") == n
+    expected = [
+        (
+            i + 1,
+            texts[i],
+            Decimal(int(cents[i])) / 100,
+            None
+            if instants[i] == NULL_TIME
+            else dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(instants[i])),
+            int(i % 2 == 0),
+            int(columns["q"][i]),
+        )
+        for i in range(n)
+    ]
+    assert bulk == expected
+    assert fallback == [(*row[:3], None, *row[4:]) for row in expected]
+
+
+async def _create_statements(database: str) -> dict[str, str]:
+    """SHOW CREATE TABLE of each shop table, its comment (the generated window) left out."""
+    statements = {}
+    for table in TABLES:
+        text = (await root_fetch(database, f"SHOW CREATE TABLE `{table}`"))[0][1]
+        statements[table] = re.sub(r" COMMENT='.*'$", "", text)
+    return statements
+
+
+async def test_mariadb_keys_end_as_the_schema_file_declares_after_a_load_and_after_a_reset() -> None:
+    loaded, fresh = f"amcp_shop_keys_{secrets.token_hex(4)}", f"amcp_shop_schema_{secrets.token_hex(4)}"
+    schema = [statement for statement in sql.load("shop_mysql_schema").split(";") if statement.strip()]
+    source = _source("keys", "mysql", f"mysql://root@{HOST}:{PORT}/{loaded}", schemas=(loaded,))
+    async with scratch(
+        [f"CREATE DATABASE {loaded}", f"CREATE DATABASE {fresh}"],
+        [f"DROP DATABASE IF EXISTS {loaded}", f"DROP DATABASE IF EXISTS {fresh}"],
+    ):
+        for statement in schema:
+            await root_fetch(fresh, statement)
+        declared = await _create_statements(fresh)
+        assert "KEY `order_items_order_id_fkey`" in declared["order_items"]
+        await load_shop(source, shop_plan(60, 3, "2024-01-01", "2024-06-30"))
+        assert await _create_statements(loaded) == declared
+        # As a load that failed between dropping and adding the keys leaves them:
+        await root_fetch(
+            loaded,
+            "ALTER TABLE order_items DROP FOREIGN KEY order_items_order_id_fkey, "
+            "DROP KEY order_items_order_id_fkey",
+        )
+        await root_fetch(loaded, "ALTER TABLE customers DROP KEY customers_email_key")
+        await reset_shop(source)
+        assert await _create_statements(loaded) == declared

@@ -55,13 +55,10 @@ class RelationRules:
         return matches(self.tables) and not matches(self.exclude)
 
 
-class Engine(Protocol):
+class QueryEngine(Protocol):
+    """What query_database needs of a source, the built-in one included: guard, data version, run."""
+
     kind: str  # "mysql" | "duckdb" | "postgresql"
-    pool_size: int  # statements it runs at once: its connections (or worker threads) at most
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
 
     async def guarded(self, sql: str, parameters: Mapping[str, Any]) -> GuardedStatement: ...
 
@@ -75,11 +72,19 @@ class Engine(Protocol):
         max_bytes: int,
     ) -> QueryResult: ...
 
+    async def data_version(self) -> str | None: ...
+
+
+class Engine(QueryEngine, Protocol):
+    pool_size: int  # statements it runs at once: its connections (or worker threads) at most
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
     async def tables(self) -> list[Table]: ...
 
     async def columns(self, table: str) -> list[Column]: ...
-
-    async def data_version(self) -> str | None: ...
 
     async def comments(self) -> Descriptions:
         """Database comments of the allowed tables and their columns (none for files)."""

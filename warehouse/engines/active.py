@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound, RateLimited
-from warehouse.engines import Engine, GuardedStatement, RelationRules
+from warehouse.engines import Engine, GuardedStatement, QueryEngine, RelationRules
 from warehouse.query import QueryResult
 from warehouse.shares import Shares, current_owner
 from warehouse.sources import MAIN, Registry, Source, SourceConfigError, watch
@@ -258,7 +258,7 @@ class ActiveSources:
 
 
 async def run_on(
-    engine: Engine,
+    engine: QueryEngine,
     statement: GuardedStatement,
     parameters: Mapping[str, Any],
     *,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import cachetools
 from pglast import ast, parse_sql
 
 from core.errors import Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
@@ -35,6 +36,8 @@ from warehouse.profiles import (
     wants_top_values,
 )
 from warehouse.query import (
+    GUARD_CACHE_CHARS,
+    GUARD_CACHE_SIZE,
     IDLE_GRACE_SECONDS,
     Column,
     QueryResult,
@@ -158,6 +161,10 @@ class PostgresEngine:
         self.policy = FunctionPolicy()
         self.role = ""
         self._catalog = _Catalog(self.schemas, {}, frozenset())
+        # Accepted queries' verdicts, with the catalog they were checked against (see `guarded`).
+        self._verdicts: cachetools.LRUCache[tuple[Any, ...], tuple[_Catalog, PostgresStatement]] = (
+            cachetools.LRUCache(GUARD_CACHE_SIZE)
+        )
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -220,7 +227,9 @@ class PostgresEngine:
         allowed = frozenset(
             (row["schema"], row["name"]) for row in rows if self.rules.allows(row["schema"], row["name"])
         )
-        self._catalog = _Catalog(self.schemas, resolves, allowed)
+        catalog = _Catalog(self.schemas, resolves, allowed)
+        if catalog != self._catalog:  # the same relations keep the same catalog: verdicts stay valid
+            self._catalog = catalog
         estimates = {(row["schema"], row["name"]): row["estimate"] for row in rows}
         return [
             Table(self._catalog.display(schema, table), estimates[(schema, table)])
@@ -314,9 +323,20 @@ class PostgresEngine:
     # --- queries --------------------------------------------------------------------------------
 
     async def guarded(self, sql: str, parameters: Mapping[str, Any]) -> GuardedStatement:
-        return await in_guard_thread(
-            guard_postgres, sql, dict(parameters), self.policy, self._catalog, self.name
+        """The verdict depends only on the text, the parameter names, the function policy (set at
+        start) and the catalog, so an accepted query is remembered under the first two while the
+        catalog is the one it was checked against (agents repeat a text with new values: no parse);
+        refusals are not remembered."""
+        catalog, key = self._catalog, (sql, tuple(parameters))
+        remembered = self._verdicts.get(key) if len(sql) <= GUARD_CACHE_CHARS else None
+        if remembered is not None and remembered[0] is catalog:
+            return remembered[1]
+        statement = await in_guard_thread(
+            guard_postgres, sql, dict(parameters), self.policy, catalog, self.name
         )
+        if len(sql) <= GUARD_CACHE_CHARS:
+            self._verdicts[key] = (catalog, statement)
+        return statement
 
     async def run(
         self,

@@ -153,13 +153,24 @@ def check(model: MetricModel, query: MetricQuery, source: str = "") -> Plan:
             "compare_to compares totals per group; drop grain, or ask each window with a grain"
         )
     plan = Plan(model, query, base)
+    untimed = [name for name in base if metrics[name].time is None]
+    if timed and untimed:
+        # A current count (products on sale) may stand beside dated metrics under a time_range ("products
+        # not sold last month"): it is counted whole, and a note says so. A grain or a comparison would
+        # need it per period, which it has not.
+        if len(untimed) == len(base) or query.grain is not None or query.compare_to is not None:
+            raise InvalidInput(
+                f"metric '{untimed[0]}' has no time column, so it takes no grain or compare_to, and a "
+                "time_range only beside a dated metric"
+            )
+        for name in untimed:
+            plan.notes.append(
+                f"'{name}' has no time column: it counts every row, whatever the time_range "
+                "(which limits the dated metrics)"
+            )
     for name in base:
         definition = metrics[name]
         assert definition.relation is not None
-        if timed and definition.time is None:
-            raise InvalidInput(
-                f"metric '{name}' has no time column, so it takes no time_range, grain or compare_to"
-            )
         for dimension in dict.fromkeys([*query.group_by, *(each.dimension for each in query.filters)]):
             target = dimensions[dimension].relation
             if join_path(model.relations, definition.relation, target) is None:
@@ -183,7 +194,7 @@ def check(model: MetricModel, query: MetricQuery, source: str = "") -> Plan:
         definition = metrics[name]
         if timed and definition.alternative_times:
             plan.notes.append(
-                f"'{name}' is dated by {_time_name(definition)} (the model's default); "
+                f"'{name}' is dated by {_time_name(model, definition)} (the model's default); "
                 f"it could also be dated by {', '.join(definition.alternative_times)}"
             )
     for dimension in dict.fromkeys([*query.group_by, *(each.dimension for each in query.filters)]):
@@ -196,11 +207,14 @@ def check(model: MetricModel, query: MetricQuery, source: str = "") -> Plan:
     return plan
 
 
-def _time_name(definition: MetricDefinition) -> str:
+def _time_name(model: MetricModel, definition: MetricDefinition) -> str:
     timed = definition.time_column()
     if timed is None:
         return "nothing"
-    return f"{timed[0] or definition.relation}.{timed[1]}"
+    relation = definition.relation
+    if relation is None and definition.numerator is not None:  # a ratio: the relation of its parts
+        relation = model.metrics[definition.numerator].relation
+    return f"{timed[0] or relation}.{timed[1]}"
 
 
 # --- time windows ----------------------------------------------------------------------------------
@@ -544,7 +558,9 @@ def latest_query(plan: Plan, dialect: Dialect) -> Statement:
     for index, name in enumerate(plan.base):
         definition = plan.model.metrics[name]
         timed = definition.time_column()
-        assert definition.relation is not None and timed is not None
+        assert definition.relation is not None
+        if timed is None:
+            continue  # a current count beside dated metrics: the dated ones set the reference day
         branch = _Branch(plan.model, definition.relation)
         latest = exp.select(exp.Max(this=_timestamp(branch.column(timed[0], timed[1])))).from_(
             branch.table(definition.relation, "r")

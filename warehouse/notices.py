@@ -172,7 +172,7 @@ class SourceNotices:
                 self.listening = False
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(PUBLISH_SECONDS):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MOST_SECONDS)
 
