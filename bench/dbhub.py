@@ -23,7 +23,6 @@ import os
 import platform
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
+
+from bench.common import free_port, percentile, wait_for_port  # noqa: E402
 
 OURS = (
     "SELECT account_type, count(*) AS customers, avg(age) AS mean_age FROM customers "
@@ -82,25 +83,6 @@ def dbhub_version(entry: Path) -> str:
     import json
 
     return str(json.loads((entry.parent.parent / "package.json").read_text())["version"])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
 
 
 def node_version(node: str) -> str:
@@ -199,11 +181,6 @@ async def one_round(target: Target, clients: int, calls: int, database: str) -> 
     server_after, backends_after = cpu_of(target.pids, database)
     target.cpu["server"] += server_after - server_before
     target.cpu["PostgreSQL backends"] += backends_after - backends_before
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 async def main() -> None:

@@ -34,7 +34,6 @@ import os
 import platform
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,8 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
+
+from bench.common import free_port, percentile, wait_for_port  # noqa: E402
 
 ANALYSES = ("churn_rate", "arpu", "network_quality")
 CHART_TOOLS = {"create_visualization"}
@@ -194,11 +195,6 @@ def calls_per_agent(rounds: int, charts: bool) -> int:
     return 2 + rounds * (5 if charts else 4)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
 # -- where the CPU went ---------------------------------------------------------------------------------
 
 
@@ -289,25 +285,6 @@ def crossed_sessions(rec: Recorder) -> tuple[int, int]:
 
 
 # -- the servers ----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
 
 
 def serve_bare(port: int) -> None:

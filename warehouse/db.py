@@ -221,6 +221,12 @@ class Database:
             conn = await pool.acquire(timeout=timeout)
         except BaseException as error:
             give_back()
+            if isinstance(error, TimeoutError) and _all_in_use(pool):
+                # Waited the whole timeout for one of N live connections: busy, not down (no suspicion).
+                raise Unavailable(
+                    f"the server is busy: all {pool.get_max_size()} database connections are in use; "
+                    "retry in a few seconds"
+                ) from error
             if isinstance(error, (*CONNECTION_ERRORS, asyncpg.PostgresError)):
                 self._suspect(pool)
                 # A PostgresError here is the server refusing a new connection (too many clients, database
@@ -427,6 +433,12 @@ class Database:
             raise ValueError(table)
         async with self.connection(read=True) as conn:
             return int(await conn.fetchval(f'SELECT count(*) FROM "{table}"'))
+
+
+def _all_in_use(pool: asyncpg.Pool) -> bool:
+    """Every connection the pool may have is open and lent out: an acquire that timed out then was
+    waiting its turn, not failing to reach the server (a connection still opening is not counted)."""
+    return bool(pool.get_size() == pool.get_max_size() and pool.get_idle_size() == 0)
 
 
 async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection, timeout: float) -> None:

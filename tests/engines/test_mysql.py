@@ -215,7 +215,7 @@ async def test_every_attack_is_refused_in_one_line_and_changes_nothing(engine: M
 
 
 async def test_the_account_alone_refuses_writes_the_guard_would_stop(engine: MySQLEngine) -> None:
-    """Run past the guard (a statement it never produced): the READ ONLY transaction and the grants hold."""
+    """Run past the guard (a statement it never produced): the read-only statement and the grants hold."""
     before = await fingerprint()
     for sql in ("DELETE FROM orders", f"SELECT 1 INTO OUTFILE '{OUTFILE}'"):
         forged = GuardedStatement(sql=sql, names=(), relations=(), volatile=False, canonical=None)
@@ -226,8 +226,10 @@ async def test_the_account_alone_refuses_writes_the_guard_would_stop(engine: MyS
 
 async def test_the_read_only_transaction_holds_for_an_account_that_could_write(mariadb: None) -> None:
     """An operator who hands the source a root account (docs/sources.md says not to) still gets no
-    writes: a SELECT that advances a sequence, forged past the guard, fails in the READ ONLY transaction."""
-    source = MySQLEngine(f"mysql://root@{HOST}:{PORT}/{DATABASE}", name="shop")
+    writes: a SELECT that advances a sequence, forged past the guard, fails as a read-only statement
+    (MariaDB: `SET STATEMENT tx_read_only = 1 FOR`, no transaction opened), and the connection then
+    answers the next query."""
+    source = MySQLEngine(f"mysql://root@{HOST}:{PORT}/{DATABASE}", name="shop", pool_size=1)
     await source.start()
     try:
         forged = GuardedStatement(
@@ -235,6 +237,12 @@ async def test_the_read_only_transaction_holds_for_an_account_that_could_write(m
         )
         with pytest.raises(QueryRefused, match="read-only"):
             await source.run(forged, {}, timeout=5)
+        with pytest.raises(QueryRefused, match="read-only"):  # the same connection: still read-only
+            await source.run(forged, {}, timeout=5)
+        count = GuardedStatement(
+            sql="SELECT COUNT(*) FROM orders", names=(), relations=("orders",), volatile=False, canonical=None
+        )
+        assert (await source.run(count, {}, timeout=5)).rows == await _fetch("SELECT COUNT(*) FROM orders")
     finally:
         await source.close()
     assert await _fetch("SELECT next_not_cached_value FROM counter") == [(1,)]

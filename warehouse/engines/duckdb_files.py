@@ -15,6 +15,7 @@ should give the server read-only access to the directory (a read-only mount).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -238,8 +239,11 @@ class FilesEngine:
         started = time.perf_counter()
         # Its own cursor (a connection to the same database): interrupting it stops this query only.
         cursor = self._connection().cursor()
-        timer = threading.Timer(timeout, cursor.interrupt)
-        future = await self._submit(self._run, cursor, timer, statement, values, max_rows, max_bytes, timeout)
+        future = await self._submit(self._run, cursor, statement, values, max_rows, max_bytes, timeout)
+        # The timeout from when the query has its worker: the event loop interrupts it (interrupt is
+        # thread-safe), no timer thread started and stopped per query.
+        timer = asyncio.get_running_loop().call_later(timeout, _interrupt, cursor)
+        future.add_done_callback(lambda _: timer.cancel())
         try:
             columns, rows, truncated_by, cut = await asyncio.wait_for(asyncio.shield(future), timeout + 5)
         except TimeoutError:
@@ -263,14 +267,12 @@ class FilesEngine:
     def _run(
         self,
         cursor: duckdb.DuckDBPyConnection,
-        timer: threading.Timer,
         statement: GuardedStatement,
         values: list[Any],
         max_rows: int,
         max_bytes: int,
         timeout: float,
     ) -> tuple[list[Column], list[tuple[Any, ...]], str | None, set[int]]:
-        timer.start()
         try:
             columns = self._shape(cursor, statement, values)
             types = [column.type for column in columns]
@@ -285,7 +287,6 @@ class FilesEngine:
                 f"a file of source '{self.name}' cannot be read (moved or deleted?); refresh the source"
             ) from None
         finally:
-            timer.cancel()
             cursor.close()
 
     async def _submit(self, function: Callable[..., _Result], *arguments: Any) -> asyncio.Future[_Result]:
@@ -554,6 +555,12 @@ def _fetch_bounded(
     if len(rows) > max_rows:
         return rows[:max_rows], "rows", cut
     return rows, None, cut
+
+
+def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Stop the query running on `cursor`; one that has just ended (its cursor closed) needs nothing."""
+    with contextlib.suppress(duckdb.Error):
+        cursor.interrupt()
 
 
 def _timed_out(timeout: float) -> Timeout:

@@ -2,8 +2,9 @@
 
 The boundary is the operator's account, which should hold nothing but SELECT on the source's database
 (docs/sources.md). Layers on top: the dialect guard (warehouse.engines.mysql_guard), a fixed sql_mode
-(so the guard reads quotes and escapes as the server does), START TRANSACTION READ ONLY always rolled
-back, max_statement_time (MariaDB) or max_execution_time (MySQL), a client-side backstop that kills
+(so the guard reads quotes and escapes as the server does), every statement read-only (MariaDB: on the
+statement itself, `SET STATEMENT tx_read_only = 1, max_statement_time = ... FOR`; MySQL: START TRANSACTION
+READ ONLY, rolled back, and max_execution_time), a client-side backstop that kills
 the query, rows streamed with an unbuffered cursor under row and byte caps, and oversized values cut
 inside the server so they never cross the wire.
 """
@@ -162,6 +163,9 @@ class MySQLEngine:
         self.pool_size = pool_size  # connections at most
         self._pool: Any = None
         self.mariadb = True
+        # MariaDB's name for a statement's read-only flag (`SET STATEMENT ... FOR`), found at start; None:
+        # the server does not take it there, and each query opens a READ ONLY transaction instead.
+        self._read_only_variable: str | None = None
         self._allowed: frozenset[str] = frozenset()
         self._single_statement: set[int] = set()  # server ids of connections with multi-statements off
         # Accepted queries' verdicts (on the event loop only), as for main and files sources: see `guarded`.
@@ -185,10 +189,25 @@ class MySQLEngine:
                 await cursor.execute("SELECT VERSION()")
                 (version,) = await cursor.fetchone()
             self.mariadb = "mariadb" in str(version).lower()
+            if self.mariadb:
+                self._read_only_variable = await self._statement_read_only()
             await self.refresh()
         except (MySQLError, OSError, TimeoutError) as error:
             await self.close()
             raise self._unavailable(error) from None
+
+    async def _statement_read_only(self) -> str | None:
+        """The variable that makes one statement read-only on this server (tx_read_only; 11.1 renamed it
+        transaction_read_only), or None when SET STATEMENT does not take either."""
+        async with self._pool.acquire() as conn, conn.cursor() as cursor:
+            for variable in ("transaction_read_only", "tx_read_only"):
+                try:
+                    await cursor.execute(f"SET STATEMENT {variable} = 1 FOR SELECT 1")
+                    await cursor.fetchall()
+                except MySQLError:
+                    continue
+                return variable
+        return None
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -376,12 +395,20 @@ class MySQLEngine:
         # Not `async with`: closing an unbuffered cursor reads the rest of the result, and a cut-short
         # answer must not; its connection is closed instead.
         cursor = conn.cursor(SSCursor)
-        limited = ""  # MariaDB bounds each statement itself (SET STATEMENT ... FOR): no round trip of its own
+        # MariaDB bounds each statement itself (SET STATEMENT ... FOR): its timeout, and read-only as its
+        # own autocommit transaction (a write fails with 1792 as in START TRANSACTION READ ONLY), so
+        # neither a session round trip nor a transaction to open and roll back.
+        limited = ""
         if self.mariadb:
-            limited = f"SET STATEMENT max_statement_time = {max(timeout, 0.001):.3f} FOR "  # 0: none
+            limited = f"SET STATEMENT max_statement_time = {max(timeout, 0.001):.3f}"  # 0: none
+            if self._read_only_variable is not None:
+                limited += f", {self._read_only_variable} = 1"
+            limited += " FOR "
         else:
             await cursor.execute(f"SET SESSION max_execution_time = {max(1, int(timeout * 1000))}")
-        await cursor.execute("START TRANSACTION READ ONLY")
+        in_transaction = self._read_only_variable is None
+        if in_transaction:
+            await cursor.execute("START TRANSACTION READ ONLY")
         prefix, body = _split(statement.sql)
         # The result's columns first (LIMIT 0 reads none), to know which to measure and cut.
         await cursor.execute(f"{limited}{prefix}({body}) LIMIT 0", arguments)
@@ -403,7 +430,8 @@ class MySQLEngine:
                 if len(rows) == max_rows:
                     # The wrapper's LIMIT sent one row more than max_rows: nothing is left to read.
                     await cursor.close()
-                    await conn.rollback()
+                    if in_transaction:
+                        await conn.rollback()
                     return columns, rows, "rows", cut, True
                 values, flags = record[:-1], record[-1]
                 if flags:
@@ -416,7 +444,8 @@ class MySQLEngine:
             if len(batch) < _FETCH_ROWS:
                 break
         await cursor.close()
-        await conn.rollback()
+        if in_transaction:
+            await conn.rollback()
         return columns, rows, None, cut, True
 
     async def _acquire(self) -> Any:
