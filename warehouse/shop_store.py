@@ -75,6 +75,7 @@ async def load_shop(target: Source, plan: ShopPlan, progress: Progress | None = 
     `progress(stage, done, total)` sees: generated, cleared, each table as it lands, keys.
     """
     writer = _writer(target)
+    await _refuse_telecom_customers(target, writer)
     started = time.perf_counter()
     generation = asyncio.ensure_future(asyncio.to_thread(generate_shop, plan))
     counts: dict[str, int] = {}
@@ -109,6 +110,7 @@ async def load_shop(target: Source, plan: ShopPlan, progress: Progress | None = 
 async def reset_shop(target: Source) -> dict[str, tuple[int, int]]:
     """Empty every shop table of `target` (children first); each table's row count before and after."""
     writer = _writer(target)
+    await _refuse_telecom_customers(target, writer)
     if target.kind == "postgresql":
         async with _pg_connection(writer) as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
@@ -206,6 +208,30 @@ def _writer(target: Source) -> str:
         f"source '{target.name}' has no write_url; add write_url (an account that may write) to its entry "
         "to generate or reset data there"
     )
+
+
+async def _refuse_telecom_customers(target: Source, writer: str) -> None:
+    """The shop and the telecom dataset both have a `customers` table: a MySQL/MariaDB database or folder
+    holding the telecom one (it has is_churned) is never truncated or overwritten by the shop."""
+    if target.kind == "mysql":
+        async with _mysql_connection(writer, target.default_schema) as conn:
+            rows = await _mysql_fetch(
+                conn,
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'customers' AND column_name = 'is_churned'",
+                (target.default_schema,),
+            )
+        telecom = bool(rows)
+    elif target.kind == "files":
+        path = target.directory / "customers.parquet"
+        telecom = path.is_file() and "is_churned" in pq.read_schema(path).names
+    else:
+        return  # PostgreSQL: the shop lives in schema `shop`, apart from the telecom tables
+    if telecom:
+        raise InvalidInput(
+            f"source '{target.name[:40]}' holds the telecom dataset's customers table; load the shop into a "
+            "database or folder of its own"
+        )
 
 
 def _window(plan: ShopPlan) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The telecom dataset through MCP on other sources: generate_data(dataset=telecom) into a MariaDB source and a
 files source, with progress notifications, loads the very rows the built-in database holds for the same
 arguments (compared row by row with PostgreSQL's); summary_snapshot counts them as plain SQL does; reset_data
-empties them children first; refusals (no confirm, no write_url, PostgreSQL, a folder holding the shop, an
-analyst) change nothing; `analytics-mcp seed --dataset telecom --source NAME` loads a source too."""
+empties them children first; refusals (no confirm, no write_url, PostgreSQL, a folder holding the shop, the shop over
+telecom's customers, an analyst) change nothing; `analytics-mcp seed --dataset telecom --source NAME` loads a source too."""
 
 from __future__ import annotations
 
@@ -270,10 +270,13 @@ async def test_refusals_are_one_line_and_change_nothing(telecom_runtime) -> None
         over_shop = await refusal(admin, "generate_data", dataset="telecom", source="shopfiles", customers=10)
         reset_shop = await refusal(admin, "reset_data", source="shopfiles", dataset="telecom", confirm=True)
         unknown = await refusal(admin, "generate_data", dataset="telecom", source="nowhere", customers=10)
+        shop_over = await refusal(admin, "generate_data", dataset="shop", source="tel", customers=10)
+        shop_reset = await refusal(admin, "reset_data", source="tel", dataset="shop", confirm=True)
         async with _client(telecom_runtime, "analyst") as analyst:
             not_admin = await refusal(analyst, "reset_data", source="tel", dataset="telecom", confirm=True)
-    for message in (no_write, no_reset, over_shop, reset_shop, unknown, not_admin):
+    for message in (no_write, no_reset, over_shop, reset_shop, unknown, not_admin, shop_over, shop_reset):
         assert "\n" not in message
+    assert "telecom dataset's customers" in shop_over and "telecom dataset's customers" in shop_reset
     assert "write_url" in no_write and "telro" in no_write and "write_url" in no_reset
     assert "another dataset" in over_shop and "another dataset" in reset_shop
     assert "nowhere" in unknown and "tel" in unknown
