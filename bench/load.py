@@ -365,6 +365,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--configs", default="1,2p")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=10,
+        help="DB_POOL_MAX_SIZE of each instance (PostgreSQL allows 100 connections in all here)",
+    )
     parser.add_argument("--users", type=int, default=25, help="API keys the agents share out")
     parser.add_argument("--charts", action="store_true")
     parser.add_argument("--profile", type=Path)
@@ -440,7 +446,7 @@ async def measure(args: argparse.Namespace) -> None:
             "FASTMCP_STATELESS_HTTP": "true",
             # Several instances share the machine's PostgreSQL (max_connections 100) with other work.
             "DB_POOL_MIN_SIZE": "2",
-            "DB_POOL_MAX_SIZE": "10",
+            "DB_POOL_MAX_SIZE": str(args.pool_size),
         }
         if redis_url:
             env["REDIS_URL"] = redis_url
