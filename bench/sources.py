@@ -301,6 +301,12 @@ async def main() -> None:
             f"{label:12s} {p50(bare):9.2f} {p95(bare):6.2f} {p50(alone):11.2f} {p95(alone):6.2f} "
             f"{p50(tool):9.2f} {p95(tool):6.2f} {added50:+10.2f} {added95:+10.2f}  <= {ADDED_P50:g} ms: {verdict}"
         )
+    threaded, duck_tool = series["exports"]["bare_thread"], series["exports"]["tool"]
+    print(
+        f"DuckDB bare on a worker thread (asyncio.to_thread, as an async server must run it): p50 "
+        f"{p50(threaded):.2f}, p95 {p95(threaded):.2f}; query_database adds {p50(duck_tool) - p50(threaded):+.2f} "
+        "p50 over it (the target above is judged against the synchronous call)"
+    )
     noop = series["noop"]["tool"]
     print(
         f"no-op tool (MCP stack alone, no query): p50 {p50(noop):.2f}, p95 {p95(noop):.2f}; "
@@ -355,6 +361,13 @@ async def measure(
     async def bare_duckdb(low: float, nonce: str) -> list[Any]:
         return duck.execute(QUERY_DUCKDB, {"low": low, "nonce": nonce}).fetchall()
 
+    async def bare_duckdb_thread(low: float, nonce: str) -> list[Any]:
+        """The same on a worker thread, as an asyncio server must run a blocking driver."""
+        return await asyncio.to_thread(bare_duckdb_sync, low, nonce)
+
+    def bare_duckdb_sync(low: float, nonce: str) -> list[Any]:
+        return duck.execute(QUERY_DUCKDB, {"low": low, "nonce": nonce}).fetchall()
+
     async def bare_postgres(low: float, nonce: str) -> list[Any]:
         async with pg_pool.acquire() as conn:
             return list(await conn.fetch(QUERY_ASYNCPG, low, nonce))
@@ -370,7 +383,7 @@ async def measure(
 
     bare = {"shop": bare_mysql, "exports": bare_duckdb, "warehouse": bare_postgres}
     series: dict[str, dict[str, list[float]]] = {
-        name: {"bare": [], "engine": [], "tool": []} for name in bare
+        name: {"bare": [], "bare_thread": [], "engine": [], "tool": []} for name in bare
     }
     series["noop"] = {"tool": []}
     profiles: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -407,6 +420,10 @@ async def measure(
                     series[source]["bare"] += await timed(
                         calls // rounds, lambda run=run: run(100, f"nowhere-{next(tick)}")
                     )
+                    if source == "exports":
+                        series[source]["bare_thread"] += await timed(
+                            calls // rounds, lambda: bare_duckdb_thread(100, f"nowhere-{next(tick)}")
+                        )
                     series[source]["engine"] += await timed(
                         calls // rounds,
                         lambda source=source: engine_only(source, 100, f"nowhere-{next(tick)}"),
