@@ -132,13 +132,13 @@ async def reset_shop(target: Source) -> dict[str, tuple[int, int]]:
             after = await _mysql_counts(conn, target.default_schema)
     else:
         folder = target.directory
-        before = await asyncio.to_thread(_file_counts, folder)
+        before = await asyncio.to_thread(file_counts, folder)
         empty = {
             name: {column: np.empty(0, dtype=_EMPTY[kind]) for column, kind in spec}
             for name, spec in TABLES.items()
         }
         await asyncio.to_thread(_write_files, folder, empty, None, _no_report)
-        after = await asyncio.to_thread(_file_counts, folder)
+        after = await asyncio.to_thread(file_counts, folder)
     return {table: (before[table], after[table]) for table in TABLES}
 
 
@@ -153,7 +153,7 @@ async def shop_summary(target: Source) -> dict[str, Any]:
                 comment = await conn.fetchval(
                     f"SELECT obj_description('{PG_SCHEMA}.orders'::regclass, 'pg_class')"
                 )
-                window = _parse_window(comment)
+                window = parse_window(comment)
     elif target.kind == "mysql":
         async with _mysql_connection(writer, target.default_schema) as conn:
             counts = await _mysql_counts(conn, target.default_schema)
@@ -162,9 +162,9 @@ async def shop_summary(target: Source) -> dict[str, Any]:
                 "SELECT table_comment FROM information_schema.tables WHERE table_schema = %s AND table_name = 'orders'",
                 (target.default_schema,),
             )
-            window = _parse_window(rows[0][0] if rows else None)
+            window = parse_window(rows[0][0] if rows else None)
     else:
-        counts = await asyncio.to_thread(_file_counts, target.directory)
+        counts = await asyncio.to_thread(file_counts, target.directory)
         window = await asyncio.to_thread(_file_window, target.directory)
     return {"dataset": DATASET, "tables": counts, "rows": sum(counts.values()), "window": window}
 
@@ -235,25 +235,30 @@ async def _refuse_telecom_customers(target: Source, writer: str) -> None:
 
 
 def _window(plan: ShopPlan) -> dict[str, Any]:
+    return {**generated_window(DATASET, plan), "products": plan.products}
+
+
+def generated_window(dataset: str, plan: Any) -> dict[str, Any]:
+    """What a load records of its generator's arguments (shop or telecom plan) and when it ran."""
     return {
-        "dataset": DATASET,
+        "dataset": dataset,
         "customers": plan.customers,
         "seed": plan.seed,
         "start_date": plan.start_date.isoformat(),
         "end_date": plan.end_date.isoformat(),
-        "products": plan.products,
         "loaded_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
     }
 
 
-def _parse_window(text: str | bytes | None) -> dict[str, Any] | None:
+def parse_window(text: str | bytes | None, dataset: str = DATASET) -> dict[str, Any] | None:
+    """A recorded window of `dataset`, or None (nothing recorded, unreadable, or another dataset's)."""
     if not text:
         return None
     try:
         window = json.loads(text)
     except ValueError:
         return None
-    return window if isinstance(window, dict) and window.get("dataset") == DATASET else None
+    return window if isinstance(window, dict) and window.get("dataset") == dataset else None
 
 
 def _select(table: str, spec: Iterable[tuple[str, str]], relation: str) -> str:
@@ -448,7 +453,7 @@ def _arrow_of(
     for name, kind in spec:
         values = columns[name]
         if kind == "money":
-            arrays[name] = _decimal_cents(values)
+            arrays[name] = decimal_cents(values)
         elif kind == "time":
             instants = values.view("datetime64[s]")  # NULL_TIME is NaT
             arrays[name] = pa.array(instants.astype("datetime64[us]"), from_pandas=True)
@@ -465,12 +470,14 @@ def _arrow_of(
     return pa.table(arrays)
 
 
-def _decimal_cents(cents: np.ndarray) -> pa.Array:
-    """DECIMAL(12,2) from whole cents, exactly: the 128-bit unscaled integers written directly."""
+def decimal_cents(cents: np.ndarray, precision: int = 12) -> pa.Array:
+    """DECIMAL(precision, 2) from whole cents, exactly: the 128-bit unscaled integers written directly."""
     unscaled = np.empty(2 * len(cents), dtype="<i8")
     unscaled[0::2] = cents
     unscaled[1::2] = np.where(cents < 0, -1, 0)
-    return pa.Array.from_buffers(pa.decimal128(12, 2), len(cents), [None, pa.py_buffer(unscaled.tobytes())])
+    return pa.Array.from_buffers(
+        pa.decimal128(precision, 2), len(cents), [None, pa.py_buffer(unscaled.tobytes())]
+    )
 
 
 def _csv_bytes(table: str, columns: dict[str, np.ndarray]) -> bytes:
@@ -843,9 +850,10 @@ def _no_report(stage: str, rows: int) -> None:
     pass
 
 
-def _file_counts(folder: Path) -> dict[str, int]:
-    counts = dict.fromkeys(TABLES, 0)
-    for table in TABLES:
+def file_counts(folder: Path, tables: Iterable[str] = TABLES) -> dict[str, int]:
+    """Rows per `<table>.parquet` of `folder` (0 for a missing file), from the files' metadata."""
+    counts = dict.fromkeys(tables, 0)
+    for table in counts:
         path = folder / f"{table}.parquet"
         if path.is_file():
             counts[table] = pq.read_metadata(path).num_rows
@@ -857,7 +865,7 @@ def _file_window(folder: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     metadata = pq.read_schema(path).metadata or {}
-    return _parse_window(metadata.get(WINDOW_KEY))
+    return parse_window(metadata.get(WINDOW_KEY))
 
 
 def _file_fingerprints(folder: Path) -> dict[str, str]:

@@ -12,7 +12,6 @@ and CSV helpers of warehouse/shop_store.py.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import io
 import json
 import os
@@ -41,6 +40,10 @@ from warehouse.shop_store import (
     _mysql_fetch,
     _write_csv,
     _writer,
+    decimal_cents,
+    file_counts,
+    generated_window,
+    parse_window,
 )
 from warehouse.sources import Source
 
@@ -143,9 +146,9 @@ async def reset_telecom(target: Source) -> dict[str, tuple[int, int]]:
     else:
         folder = target.directory
         await asyncio.to_thread(_check_file_customers, folder, target.name)
-        before = await asyncio.to_thread(_file_counts, folder)
+        before = await asyncio.to_thread(file_counts, folder, TABLES)
         await asyncio.to_thread(_empty_files, folder)
-        after = await asyncio.to_thread(_file_counts, folder)
+        after = await asyncio.to_thread(file_counts, folder, TABLES)
     return {table: (before[table], after[table]) for table in reversed(TABLES)}
 
 
@@ -163,10 +166,10 @@ async def telecom_summary(target: Source) -> dict[str, Any]:
                 "WHERE table_schema = %s AND table_name = 'customers'",
                 (target.default_schema,),
             )
-            window = _parse_window(rows[0][0] if rows else None)
+            window = parse_window(rows[0][0] if rows else None, DATASET)
     else:
         await asyncio.to_thread(_check_file_customers, target.directory, target.name)
-        counts = await asyncio.to_thread(_file_counts, target.directory)
+        counts = await asyncio.to_thread(file_counts, target.directory, TABLES)
         window = await asyncio.to_thread(_file_window, target.directory)
     return {"dataset": DATASET, "tables": counts, "rows": sum(counts.values()), "window": window}
 
@@ -194,24 +197,7 @@ def _not_telecom(name: str) -> InvalidInput:
 
 
 def _window(plan: GenerationPlan) -> dict[str, Any]:
-    return {
-        "dataset": DATASET,
-        "customers": plan.customers,
-        "seed": plan.seed,
-        "start_date": plan.start_date.isoformat(),
-        "end_date": plan.end_date.isoformat(),
-        "loaded_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-    }
-
-
-def _parse_window(text: str | bytes | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        window = json.loads(text)
-    except ValueError:
-        return None
-    return window if isinstance(window, dict) and window.get("dataset") == DATASET else None
+    return generated_window(DATASET, plan)
 
 
 def telecom_tables(data: Dataset) -> dict[str, pa.Table]:
@@ -236,7 +222,7 @@ def telecom_tables(data: Dataset) -> dict[str, pa.Table]:
                 "transaction_id": pa.array(_uuid_text(payments.transaction_id), type=pa.string()),
                 "customer_id": pa.array(ids[payments.customer_index], type=pa.string()),
                 "transaction_date": _instants(payments.transaction_date),
-                "amount": _decimal_cents(payments.amount_cents),
+                "amount": decimal_cents(payments.amount_cents, precision=10),
                 "service_type": pa.array(SERVICE_TYPES[payments.service_type], type=pa.string()),
                 "payment_method": pa.array(PAYMENT_METHODS[payments.payment_method], type=pa.string()),
             }
@@ -268,14 +254,6 @@ def _uuid_text(raw: np.ndarray) -> np.ndarray:
 def _instants(micros: np.ndarray, missing: np.ndarray | None = None) -> pa.Array:
     values = (micros + _EPOCH_2000_MICROS).view("datetime64[us]")
     return pa.array(values, type=pa.timestamp("us"), mask=missing)
-
-
-def _decimal_cents(cents: np.ndarray) -> pa.Array:
-    """DECIMAL(10,2) from whole cents, exactly (the 128-bit unscaled integers written directly)."""
-    unscaled = np.empty(2 * len(cents), dtype="<i8")
-    unscaled[0::2] = cents
-    unscaled[1::2] = np.where(cents < 0, -1, 0)
-    return pa.Array.from_buffers(pa.decimal128(10, 2), len(cents), [None, pa.py_buffer(unscaled.tobytes())])
 
 
 # ---- MySQL / MariaDB
@@ -397,17 +375,8 @@ def _empty_files(folder: Path) -> None:
     _write_files(folder, empty, None, lambda table: None)
 
 
-def _file_counts(folder: Path) -> dict[str, int]:
-    counts = dict.fromkeys(TABLES, 0)
-    for table in TABLES:
-        path = folder / f"{table}.parquet"
-        if path.is_file():
-            counts[table] = pq.read_metadata(path).num_rows
-    return counts
-
-
 def _file_window(folder: Path) -> dict[str, Any] | None:
     path = folder / "customers.parquet"
     if not path.is_file():
         return None
-    return _parse_window((pq.read_schema(path).metadata or {}).get(WINDOW_KEY))
+    return parse_window((pq.read_schema(path).metadata or {}).get(WINDOW_KEY), DATASET)
