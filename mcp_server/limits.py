@@ -9,10 +9,9 @@ from typing import Any
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.errors import InvalidInput, RateLimited
+from core.errors import InvalidInput
 from mcp_server.auth import http_identity
 from mcp_server.calls import current_call
-from mcp_server.ratelimit import ADMISSION
 from mcp_server.runtime import Runtime
 
 MAX_NESTING = 64  # deeper arguments are refused before anything walks them recursively
@@ -129,9 +128,8 @@ def _counted_call(body: bytes) -> tuple[bool, Any]:
 
 class RequestLimits:
     """ASGI middleware for /mcp: 413 for bodies over MAX_REQUEST_BYTES (counted as they stream, so a
-    lying Content-Length does not help), and the rate limit of a counted call (tool, resource, prompt,
-    list): admitted here in one Redis round trip (the RateLimit middleware claims the admission), or
-    refused with 429 and Retry-After when the key is over its limit (nothing recorded, nothing run)."""
+    lying Content-Length does not help), and 429 with Retry-After for a counted call (tool, resource,
+    prompt, list) from a key that is over its rate limit (nothing recorded, nothing run)."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime, mcp_path: str = "/mcp") -> None:
         self.app = app
@@ -178,13 +176,13 @@ class RequestLimits:
             for message in _json_response(400, "invalid_request", detail, []):
                 await send(message)
             return
-        admission = None
         if calls_a_tool:
-            # The one rate-limit round trip of the call: the middleware claims this admission.
-            try:
-                admission = await self.runtime.services.rate_limiter.admit(identity.key_id)
-            except RateLimited as error:
-                seconds = str(max(1, math.ceil(error.retry_after)))
+            limiter = self.runtime.services.rate_limiter
+            retry_after = await limiter.retry_after(identity.key_id)
+            if retry_after is not None:
+                limiter.count_refusal()
+                error = limiter.error(int(retry_after * 1000))
+                seconds = str(max(1, math.ceil(retry_after)))
                 for message in _json_response(
                     429,
                     "rate_limited",
@@ -195,7 +193,6 @@ class RequestLimits:
                 ):
                     await send(message)
                 return
-            scope[ADMISSION] = admission
         replayed = False
 
         async def replay() -> Message:
@@ -205,12 +202,7 @@ class RequestLimits:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        try:
-            await self.app(scope, replay, send)
-        finally:
-            if admission is not None and admission.claim(identity.key_id):
-                # Refused before the rate limit's turn (no such session, a role refusal): not counted.
-                await self.runtime.services.rate_limiter.withdraw(admission)
+        await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send) -> None:
         detail = f"request body over {self.max_bytes:,} bytes (MAX_REQUEST_BYTES); send less data per call"

@@ -4,9 +4,6 @@ Each key has a sorted set of its recent calls (score = Redis server time in ms).
 calls older than the window, counts, and admits the call only below the limit, atomically; refused
 calls are not recorded, so hammering does not extend a ban. The clock is Redis's own, so instances
 with skewed clocks agree. Over the limit a call raises RateLimited before any work is done.
-
-Over HTTP the call is admitted once, at the door (mcp_server/limits.py: a refusal there is an HTTP 429),
-and the middleware here takes that admission instead of asking Redis again: one round trip per call.
 """
 
 from __future__ import annotations
@@ -14,12 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastmcp.server.dependencies import get_http_request
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from mcp import MCPError
 from mcp.types import INVALID_REQUEST
@@ -35,25 +29,7 @@ log = logging.getLogger(__name__)
 
 # Each file in mcp_server/lua/ says what its script does, its KEYS and ARGV.
 _ADMIT = scripts.load("mcp_server", "rate_limit_admit")
-# Where the HTTP layer leaves the admission of the request it let in (an ASGI scope key).
-ADMISSION = "analytics_mcp.rate_limit_admission"
-
-
-@dataclass
-class Admission:
-    """One call recorded in `key_id`'s window (`member`; None when Redis did not answer and the call
-    was let in), not yet claimed by the call it was recorded for."""
-
-    key_id: str
-    member: str | None
-    pending: bool = True
-
-    def claim(self, key_id: str) -> bool:
-        """Take this admission for a call of `key_id`: True once, for the first call that asks."""
-        if not self.pending or key_id != self.key_id:
-            return False
-        self.pending = False
-        return True
+_PEEK = scripts.load("mcp_server", "rate_limit_peek")  # the same answer, nothing recorded
 
 
 class RateLimiter:
@@ -61,11 +37,11 @@ class RateLimiter:
     RATE_LIMIT_WINDOW_SECONDS (default 60)."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings, registry: CollectorRegistry) -> None:
-        self.redis = redis
         self.key_prefix = settings.redis_key_prefix + "ratelimit:"
         self.limit = settings.rate_limit_per_minute
         self.window_ms = settings.rate_limit_window_seconds * 1000
         self._admit = redis.register_script(_ADMIT)
+        self._peek = redis.register_script(_PEEK)
         self._refused = metrics.counter(
             registry, "analytics_mcp_rate_limited_total", "MCP calls refused by the rate limit"
         )
@@ -73,31 +49,26 @@ class RateLimiter:
     def _key(self, key_id: str) -> str:
         return self.key_prefix + key_id
 
-    async def admit(self, key_id: str) -> Admission:
-        """Record one call for `key_id`, or raise RateLimited (nothing recorded) when over the limit.
-
-        One round trip: the refusal carries the seconds until a call would be admitted."""
-        member = secrets.token_hex(8)
-        arguments: list[int | str] = [self.limit, self.window_ms, member]
+    async def admit(self, key_id: str) -> None:
+        """Record one call for `key_id`, or raise RateLimited (nothing recorded) when over the limit."""
+        arguments: list[int | str] = [self.limit, self.window_ms, secrets.token_hex(8)]
         try:
             admitted, retry_ms = await self._admit(keys=[self._key(key_id)], args=arguments)
         except Exception as error:  # noqa: BLE001 - Redis trouble must not stop the analysis tools
             log.warning("rate limit check skipped", extra={"error": type(error).__name__})
-            return Admission(key_id, None)
+            return
         if not int(admitted):
             self.count_refusal()
             raise self.error(int(retry_ms))
-        return Admission(key_id, member)
 
-    async def withdraw(self, admission: Admission) -> None:
-        """Un-record an admission no call claimed (the request was refused before the rate limit's turn:
-        an unknown session, a role refusal), so such requests cost the key nothing, as before."""
-        if admission.member is None:
-            return
+    async def retry_after(self, key_id: str) -> float | None:
+        """Seconds until `key_id` may call again if it is over the limit now, else None (records nothing)."""
         try:
-            await self.redis.zrem(self._key(admission.key_id), admission.member)
-        except Exception as error:  # noqa: BLE001 - the entry expires with the window anyway
-            log.warning("rate limit withdrawal skipped", extra={"error": type(error).__name__})
+            admitted, retry_ms = await self._peek(keys=[self._key(key_id)], args=[self.limit, self.window_ms])
+        except Exception as error:  # noqa: BLE001
+            log.warning("rate limit check skipped", extra={"error": type(error).__name__})
+            return None
+        return None if int(admitted) else max(int(retry_ms), 0) / 1000
 
     def error(self, retry_ms: int) -> RateLimited:
         seconds = max(1, math.ceil(retry_ms / 1000))
@@ -111,21 +82,6 @@ class RateLimiter:
         self._refused.inc()
 
 
-def admission_in(scope: MutableMapping[str, Any]) -> Admission | None:
-    admission = scope.get(ADMISSION)
-    return admission if isinstance(admission, Admission) else None
-
-
-def _admitted_at_the_door(key_id: str) -> bool:
-    """Did the HTTP layer already admit this call (its request's admission, claimed now)?"""
-    try:
-        request = get_http_request()
-    except RuntimeError:
-        return False  # stdio or in memory: nothing was admitted before the middleware
-    admission = admission_in(request.scope)
-    return admission is not None and admission.claim(key_id)
-
-
 class RateLimit(Middleware):
     """Every MCP method a key calls (tool, resource read, prompt get, list) spends one unit of its key's
     budget before any work; refused calls do none."""
@@ -133,14 +89,10 @@ class RateLimit(Middleware):
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
 
-    async def _spend(self, key_id: str) -> None:
-        if not _admitted_at_the_door(key_id):
-            await self.limiter.admit(key_id)
-
     async def _admit(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         call = current_call()
         if call is not None and call.identity is not None:
-            await self._spend(call.identity.key_id)
+            await self.limiter.admit(call.identity.key_id)
         return await call_next(context)
 
     on_call_tool = on_read_resource = on_get_prompt = _admit
@@ -150,7 +102,7 @@ class RateLimit(Middleware):
         call = current_call()
         if call is not None and call.identity is not None:
             try:
-                await self._spend(call.identity.key_id)
+                await self.limiter.admit(call.identity.key_id)
             except RateLimited as error:
                 raise MCPError(INVALID_REQUEST, error.message) from None
         return await call_next(context)

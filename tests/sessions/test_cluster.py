@@ -159,12 +159,10 @@ async def test_rate_limits_query_seconds_caches_and_artifacts_work_on_a_cluster(
     limiter = RateLimiter(cluster_runtime.redis, settings, CollectorRegistry())
     for _ in range(3):
         await limiter.admit("cluster-key")
-    with pytest.raises(RateLimited) as refused:
+    with pytest.raises(RateLimited):
         await limiter.admit("cluster-key")
-    assert 1 <= refused.value.retry_after <= 60  # the refusal says when, in the same round trip
-    other = await limiter.admit("other-key")  # another key, maybe another slot: its own budget
-    await limiter.withdraw(other)  # an admission no call claimed (HTTP): taken back
-    assert await cluster_runtime.redis.zcard(limiter.key_prefix + "other-key") == 0
+    assert await limiter.retry_after("cluster-key") is not None
+    assert await limiter.retry_after("other-key") is None
 
     seconds = QuerySeconds(cluster_runtime.redis, settings, CollectorRegistry())
     await seconds.check("cluster-user")
