@@ -25,6 +25,8 @@ QUANTILES = (0.1, 0.25, 0.5)  # shares of customers churned, reported as lifetim
 # operation for operation, what statsmodels computes on one row per customer (SurvfuncRight with its
 # quantile and cloglog quantile interval, survdiff's log-rank test), so the floats are the same; the
 # counts enter as exact integer sums. tests/analytics/test_survival.py holds them to statsmodels.
+# (SurvfuncRight's own freq_weights are no substitute: its standard errors then differ from the
+# one-row-per-customer fit, by up to 0.056 on 100,000 random lifetimes, and the median's interval with them.)
 
 
 def product_limit(
