@@ -118,13 +118,24 @@ class Cache:
         return payload
 
     async def put(self, question: Any, answer: Any, version: int | str | None = None) -> None:
-        payload = self.encoded(answer)
-        if payload is None:
+        await self.put_each([(question, answer)], version)
+
+    async def put_each(self, answers: list[tuple[Any, Any]], version: int | str | None = None) -> None:
+        """Store each (question, answer) under `version` (read now when None), in one round trip."""
+        payloads = [(question, payload) for question, answer in answers if (payload := self.encoded(answer))]
+        if not payloads:
             return
         try:
-            key = await self._key(question, version)  # may read the version: PostgreSQL may be down
+            if version is None:
+                version = await self.runtime.db.data_version()  # PostgreSQL may be down
         except Exception as error:  # noqa: BLE001 - a cache failure is a skipped store, not an error
             self.written(error)
             return
-        (replies,) = await one_trip((self.redis, lambda pipe: self.write(pipe, key, payload)))
+        entries = [(self.key(question, version), payload) for question, payload in payloads]
+
+        def queue(pipe: Any) -> None:
+            for key, payload in entries:
+                self.write(pipe, key, payload)
+
+        (replies,) = await one_trip((self.redis, queue))
         self.written(replies)

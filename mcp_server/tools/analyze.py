@@ -116,12 +116,22 @@ def register(app: App) -> None:
         if (session_id is None) != (save_as is None):
             raise InvalidInput("pass session_id and save_as together to save the result, or neither")
         identity = current_identity()
+        # The detail level read from the cache or computed: a result saved into a session keeps all of it.
+        level = "full" if session_id is not None else detail
         named = data_source.strip()
         modelled = _modelled_source(runtime, named, analysis.name, parameters)
         checked = None if modelled else parse_parameters(analysis.name, parameters)
         if modelled:
             answer = await _on_source(
-                runtime, caches, modelled, analysis.name, parameters or {}, None, identity.user_id, started
+                runtime,
+                caches,
+                modelled,
+                analysis.name,
+                parameters or {},
+                None,
+                identity.user_id,
+                level,
+                started,
             )
         elif named.lower() == "database" or named == MAIN:
             assert checked is not None
@@ -134,18 +144,17 @@ def register(app: App) -> None:
                 "user": identity.user_id,
             }
             # The version is read before computing, so the answer stored under it is never older data.
-            version, found = await cache.lookup(question)
+            version, found = await cache.lookup({**question, "detail": level})
             if found is not None:
-                answer = found
-                answer["metadata"]["cached"] = True
+                answer = _cached(found)
             else:
                 outcome: Outcome = await _on_database(analysis.name)(runtime.db, checked)
-                answer = _answer(analysis.name, outcome, "database", started)
-                await cache.put(question, answer, version)
+                computed = _answer(analysis.name, outcome, "database", started)
+                answer = await _stored(cache, question, computed, version, level)
         elif named in runtime.sources.registry:
             assert checked is not None
             answer = await _on_source(
-                runtime, caches, named, analysis.name, {}, checked, identity.user_id, started
+                runtime, caches, named, analysis.name, {}, checked, identity.user_id, level, started
             )
         else:
             assert checked is not None
@@ -158,7 +167,7 @@ def register(app: App) -> None:
                 )
             frame = await runtime.services.session_store.load_dataset(identity, source, checked.dataset)
             outcome = await asyncio.to_thread(analysis.on_frame(), frame, checked)
-            answer = _answer(analysis.name, outcome, source, started)
+            answer = _at_detail(_answer(analysis.name, outcome, source, started), level)
             answer["metadata"]["dataset"] = checked.dataset
         answer["metadata"]["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
         saved = None
@@ -166,26 +175,46 @@ def register(app: App) -> None:
             saved = await runtime.services.session_store.save_value(
                 identity, session_id, save_as, answer, kind="analysis"
             )
-        return _response(answer, detail, include_sql, saved)
+        return _response(_at_detail(answer, detail) if level != detail else answer, include_sql, saved)
 
 
-def _response(
-    answer: dict[str, Any], detail: str, include_sql: bool, saved: dict[str, Any] | None
-) -> ToolResult:
-    """What the agent receives: the summary sentence and the (lean by default) result as compact JSON
+def _at_detail(answer: dict[str, Any], detail: str) -> dict[str, Any]:
+    """The answer at a detail level: full as computed, or the summary (long series and curves thinned,
+    metadata.omitted saying what was left out)."""
+    if detail == "full":
+        return answer
+    results, omitted = summarised(answer["analysis_type"], answer["results"])
+    if not omitted:
+        return answer
+    return {**answer, "results": results, "metadata": {**answer["metadata"], "omitted": omitted}}
+
+
+def _cached(found: dict[str, Any]) -> dict[str, Any]:
+    """An answer read from the cache, marked so."""
+    found["metadata"]["cached"] = True
+    return found
+
+
+async def _stored(
+    cache: Cache, question: dict[str, Any], answer: dict[str, Any], version: int | str, detail: str
+) -> dict[str, Any]:
+    """Cache a computed answer at both detail levels (keyed on the question and the level, one round trip):
+    a hit reads and sends just what is asked, and a call at the other level is a hit too. Returns the
+    answer at `detail`."""
+    forms = {level: _at_detail(answer, level) for level in ("summary", "full")}
+    await cache.put_each([({**question, "detail": level}, form) for level, form in forms.items()], version)
+    return forms[detail]
+
+
+def _response(answer: dict[str, Any], include_sql: bool, saved: dict[str, Any] | None) -> ToolResult:
+    """What the agent receives: the summary sentence and the answer (at its detail level) as compact JSON
     with floats rounded in the text; the structured content keeps full precision."""
-    results, omitted = (
-        (answer["results"], [])
-        if detail == "full"
-        else summarised(answer["analysis_type"], answer["results"])
-    )
     metadata = {key: value for key, value in answer["metadata"].items() if key != "sql" or include_sql}
-    if omitted:
-        metadata["omitted"] = omitted
+    if "omitted" in metadata:
         metadata["hint"] = "pass detail='full' for everything" + (
             ", or chart the saved result by its key" if saved else ""
         )
-    lean = {**answer, "results": results, "metadata": metadata}
+    lean = {**answer, "metadata": metadata}
     if saved is not None:
         lean["saved"] = {"session_id": saved["session_id"], "key": saved["key"]}
     body = {key: value for key, value in lean.items() if key != "summary"}
@@ -218,10 +247,12 @@ async def _on_source(
     parameters: dict[str, Any],
     checked: Any,
     user: str,
+    detail: str,
     started: float,
 ) -> dict[str, Any]:
-    """An analysis on a registered source: through its metric model (`checked` None, the model pushed down
-    into its engine) or on a table; cached on the source's data version (briefly when its engine has none)."""
+    """An analysis on a registered source at a detail level: through its metric model (`checked` None, the
+    model pushed down into its engine) or on a table; cached on the source's data version (briefly when its
+    engine has none)."""
     source = runtime.sources.source(name)
     model = source.metric_model if checked is None else None
     if checked is not None:
@@ -238,10 +269,9 @@ async def _on_source(
         version = await engine.data_version()
         cache = caches[0] if version is not None else caches[1]
         key_version = f"{source.name}:{version or 'unversioned'}"
-        cached = await cache.get(question, key_version)
-        if cached is not None:
-            cached["metadata"]["cached"] = True
-            return dict(cached)
+        found = await cache.get({**question, "detail": detail}, key_version)
+        if found is not None:
+            return _cached(found)
         used: dict[str, Any] = {}
         if model is not None:
             outcome = await run_modelled(engine, model, analysis, parameters, source=source.name)
@@ -251,8 +281,7 @@ async def _on_source(
             outcome, used = await source_analysis.run(reader, analysis, checked)
     answer = _answer(analysis, outcome, source.name, started)
     answer["metadata"].update(used)
-    await cache.put(question, answer, key_version)
-    return answer
+    return await _stored(cache, question, answer, key_version, detail)
 
 
 def _modelled_source(

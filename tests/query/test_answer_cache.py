@@ -110,14 +110,15 @@ async def test_an_analysis_answer_is_in_redis_under_the_current_version_when_the
         async with Client(app_for(rt, "analyst").mcp) as client:
             first = await call(client, "analyze_data", **CHURN)
             keys = await analysis_entries(rt)  # read at once: no write left running after the answer
-            assert first["metadata"]["cached"] is False and len(keys) == 1
+            # Two entries: the answer as a summary and at full detail, each a hit for the next call.
+            assert first["metadata"]["cached"] is False and len(keys) == 2
             assert 0 < await rt.redis.ttl(keys[0]) <= 3600
             version = await bump_version(rt)  # a data load elsewhere, between two calls
             second = await call(client, "analyze_data", **CHURN)
             assert second["metadata"]["cached"] is False and second["results"] == first["results"]
             assert (await call(client, "analyze_data", **CHURN))["metadata"]["cached"] is True
         versions = sorted(key.decode().split(":")[-2] for key in await analysis_entries(rt))
-        assert versions == sorted([str(version - 1), str(version)])
+        assert versions == sorted([str(version - 1), str(version)] * 2)
 
 
 def test_a_remembered_guard_verdict_depends_on_the_text_and_the_parameter_names_only():
