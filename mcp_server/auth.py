@@ -1,5 +1,6 @@
 """Who is calling: one FastMCP token verifier for API keys (by SHA-256 digest) and, when OAUTH_* is
-configured, bearer JWTs from the operator's issuer; the identity of the current call; role sets."""
+configured, bearer JWTs from the operator's issuer; the identity of the current call; role sets, and the
+role check FastMCP runs for each tool, resource and prompt (its per-component `auth=`)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastmcp.server.auth import AccessToken, TokenVerifier
+from fastmcp.server.auth import AccessToken, AuthContext, TokenVerifier
 from fastmcp.server.auth.providers.jwt import JWTVerifier
+from fastmcp.utilities.components import FastMCPComponent
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken as SDKAccessToken
 
@@ -114,16 +116,41 @@ class CallerVerifier(TokenVerifier):
         identity = self.keys.resolve(token)
         if identity is None and self.oauth is not None:
             identity = await self.oauth.identify(token)
-        if identity is None:
-            return None
-        # The MCP SDK binds each stateful session to the client_id that opened it and answers 404
-        # "Session not found" to any other. The token field holds the key id: no secret is kept.
-        return AccessToken(
-            token=f"key:{identity.key_id}",
-            client_id=identity.key_id,
-            scopes=[identity.role],
-            claims={"user_id": identity.user_id, "role": identity.role},
-        )
+        return None if identity is None else access_token(identity)
+
+
+def access_token(identity: Identity) -> AccessToken:
+    """The access token FastMCP keeps for a caller; its role is what each component's RoleCheck reads."""
+    # The MCP SDK binds each stateful session to the client_id that opened it and answers 404
+    # "Session not found" to any other. The token field holds the key id: no secret is kept.
+    return AccessToken(
+        token=f"key:{identity.key_id}",
+        client_id=identity.key_id,
+        scopes=[identity.role],
+        claims={"user_id": identity.user_id, "role": identity.role},
+    )
+
+
+@dataclass(frozen=True)
+class RoleCheck:
+    """A component's role declaration, as FastMCP's per-component `auth=`: FastMCP lists and serves the
+    component only to a caller whose token carries one of these roles."""
+
+    roles: frozenset[Role]
+
+    def __call__(self, context: AuthContext) -> bool:
+        return context.token is not None and context.token.claims.get("role") in self.roles
+
+
+def roles_of(component: FastMCPComponent | None) -> frozenset[Role]:
+    """The roles a component was declared with; none (nobody may use it) when it has no RoleCheck."""
+    check = getattr(component, "auth", None)
+    return check.roles if isinstance(check, RoleCheck) else frozenset()
+
+
+def is_declared(context: AuthContext) -> bool:
+    """FastMCP's server-wide check (AuthMiddleware): a component registered without roles is nobody's."""
+    return bool(roles_of(context.component))
 
 
 def identity_of(access: SDKAccessToken) -> Identity:
@@ -159,7 +186,11 @@ def reset_identity(token: contextvars.Token[Identity | None]) -> None:
     _current.reset(token)
 
 
+def role_refusal(identity: Identity, allowed: frozenset[Role], what: str) -> Forbidden:
+    needed = " or ".join(sorted(allowed))
+    return Forbidden(f"{what} needs role {needed}; your key has role {identity.role}")
+
+
 def require_role(identity: Identity, allowed: frozenset[Role], what: str) -> None:
     if identity.role not in allowed:
-        needed = " or ".join(sorted(allowed))
-        raise Forbidden(f"{what} needs role {needed}; your key has role {identity.role}")
+        raise role_refusal(identity, allowed, what)

@@ -1,32 +1,49 @@
-"""The edge's own middleware: who calls (Identify), errors as one line (ShapeErrors), declared roles
-(Access) and the per-call time limit (CallTimeout). mcp_server/server.py lists them in order."""
+"""The edge's own middleware: who calls (Identify), errors as one line (ShapeErrors) and the per-call
+time limit (CallTimeout). Roles are FastMCP's (each component's `auth=` and its AuthMiddleware);
+mcp_server/server.py lists them all in order."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 import redis.exceptions
-from fastmcp.exceptions import FastMCPError, NotFoundError, PromptError, ResourceError, ToolError
+from fastmcp.exceptions import (
+    AuthorizationError,
+    FastMCPError,
+    NotFoundError,
+    PromptError,
+    ResourceError,
+    ToolError,
+)
 from fastmcp.exceptions import ValidationError as FastMCPValidationError
+from fastmcp.server.context import TransportType, reset_transport, set_transport
 from fastmcp.server.dependencies import get_access_token, get_http_request
 from fastmcp.server.middleware import Middleware, MiddlewareContext
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
 from core.errors import AnalyticsError, Forbidden, NotFound, Timeout
 from mcp_server import logs
-from mcp_server.auth import Identity, bind_identity, identity_of, require_role, reset_identity
+from mcp_server.app import App, name_of
+from mcp_server.auth import (
+    Identity,
+    access_token,
+    bind_identity,
+    identity_of,
+    reset_identity,
+    role_refusal,
+    roles_of,
+)
 from mcp_server.calls import CallInfo, bind_call, current_call, reset_call
-from mcp_server.config import Role
 from warehouse.db import CONNECTION_ERRORS as POSTGRES_DOWN
 from warehouse.shares import bind_owner, reset_owner
 
 log = logging.getLogger(__name__)
 
-Roles = Mapping[tuple[str, str], frozenset[Role]]
 FAILURE = {"tool": ToolError, "resource": ResourceError, "prompt": PromptError}
 # Redis away, or in a Sentinel failover / cluster re-shard (a demoted master, slots not served yet).
 REDIS_DOWN = (
@@ -36,21 +53,6 @@ REDIS_DOWN = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
 )
-
-
-def declared_resource(roles: Roles, uri: str) -> str:
-    """The declared URI or URI template that serves `uri`."""
-    if ("resource", uri) in roles:
-        return uri
-    matching = [
-        declared
-        for kind, declared in roles
-        if kind == "resource" and "{" in declared and uri.startswith(declared.split("{", 1)[0])
-    ]
-    # session://{session_id} and session://{session_id}/{key}: the one with as many segments first
-    if matching:
-        return min(matching, key=lambda declared: declared.count("/") != uri.count("/"))
-    return uri  # undeclared: FastMCP answers "not found" itself
 
 
 def _one_line(error: pydantic.ValidationError) -> str:
@@ -65,64 +67,74 @@ def _one_line(error: pydantic.ValidationError) -> str:
 
 
 class Identify(Middleware):
-    """Resolves the caller (API key or OAuth token over HTTP; the local identity over stdio) and binds
-    the call (request id, identity, connection share owner) for everything inside it."""
+    """Resolves the caller (API key or OAuth token over HTTP, checked by FastMCP's auth; the local identity
+    over stdio and in memory) and binds the call (request id, identity, connection share owner) for
+    everything inside it."""
 
-    def __init__(self, local_identity: Identity | None, roles: Roles) -> None:
-        self.local_identity = local_identity
-        self.roles = roles
+    def __init__(self, app: App) -> None:
+        self.app = app
+        identity = app.local_identity
+        self.local_user = AuthenticatedUser(access_token(identity)) if identity is not None else None
 
-    def identify(self) -> Identity | None:
+    def _caller(self) -> tuple[Identity | None, bool]:
+        """The caller, and whether it is the local one (stdio or in memory: no HTTP request)."""
         access = get_access_token()  # set by FastMCP's authentication over HTTP (CallerVerifier)
         if access is not None:
-            return identity_of(access)
+            return identity_of(access), False
         try:
             get_http_request()
         except RuntimeError:
-            return self.local_identity  # stdio or in memory: FastMCP does not authenticate
-        return None
+            return self.app.local_identity, True  # FastMCP authenticates only HTTP requests
+        return None, False
 
-    async def _bound(self, call: CallInfo, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        identity = call.identity
+    async def _bound(
+        self, kind: str, name: str, arguments: dict[str, Any], context: Any, call_next: Any
+    ) -> Any:
+        identity, local = self._caller()
+        call = CallInfo(uuid.uuid4().hex[:16], kind, name, identity, arguments)
+        if kind != "list":
+            component = await self.app.component(kind, name)
+            if kind == "resource" and component is not None:
+                call.name = name_of(component)  # the URI template that serves the URI
+            call.declared = bool(roles_of(component))
         user_id = identity.user_id if identity else None
         request_token = logs.request_id_var.set(call.request_id)
         user_token = logs.user_id_var.set(user_id)
         identity_token = bind_identity(identity)
         owner_token = bind_owner(user_id)  # the caller's connections count against its share
         call_token = bind_call(call)
+        # The one thin path for the local caller (MCP_API_KEY's holder): its token, for FastMCP's role
+        # checks to read, and FastMCP's stdio exemption from those checks lifted for the call (transport
+        # None is its in-memory case, where the checks run), so declared roles hold on every transport.
+        auth_token = auth_context_var.set(self.local_user) if local else None
+        transport_token = set_transport(cast(TransportType, None)) if local else None
         try:
             return await call_next(context)
         finally:
+            if transport_token is not None:
+                reset_transport(transport_token)
+            if auth_token is not None:
+                auth_context_var.reset(auth_token)
             reset_call(call_token)
             reset_owner(owner_token)
             reset_identity(identity_token)
             logs.user_id_var.reset(user_token)
             logs.request_id_var.reset(request_token)
 
-    async def _called(
-        self, kind: str, name: str, arguments: dict[str, Any], context: Any, call_next: Any
-    ) -> Any:
-        call = CallInfo(uuid.uuid4().hex[:16], kind, name, self.identify(), arguments)
-        call.declared = (kind, name) in self.roles
-        return await self._bound(call, context, call_next)
-
     async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         message = context.message
-        return await self._called("tool", message.name, dict(message.arguments or {}), context, call_next)
+        return await self._bound("tool", message.name, dict(message.arguments or {}), context, call_next)
 
     async def on_read_resource(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         uri = str(context.message.uri)
-        return await self._called(
-            "resource", declared_resource(self.roles, uri), {"uri": uri}, context, call_next
-        )
+        return await self._bound("resource", uri, {"uri": uri}, context, call_next)
 
     async def on_get_prompt(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         message = context.message
-        return await self._called("prompt", message.name, dict(message.arguments or {}), context, call_next)
+        return await self._bound("prompt", message.name, dict(message.arguments or {}), context, call_next)
 
     async def _listed(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        call = CallInfo(uuid.uuid4().hex[:16], "list", context.method or "list", self.identify())
-        return await self._bound(call, context, call_next)
+        return await self._bound("list", context.method or "list", {}, context, call_next)
 
     on_list_tools = on_list_resources = on_list_resource_templates = on_list_prompts = _listed
 
@@ -131,38 +143,52 @@ class ShapeErrors(Middleware):
     """Every failure of a call becomes one line for the agent (a fault: a generic line with the request
     id, logged with its traceback here), and its kind is recorded as the call's outcome."""
 
-    def __init__(self, roles: Roles) -> None:
-        self.roles = roles
+    def __init__(self, app: App) -> None:
+        self.app = app
 
     async def _shaped(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         call = current_call()
         if call is None:
             return await call_next(context)
-        kind, name = call.kind, call.name
         try:
             return await call_next(context)
         except (pydantic.ValidationError, FastMCPValidationError) as error:
             cause = error if isinstance(error, pydantic.ValidationError) else error.__cause__
             message = _one_line(cause) if isinstance(cause, pydantic.ValidationError) else "invalid arguments"
             outcome = "InvalidInput"
-        except NotFoundError:
-            # FastMCP's own "unknown": a URI no template matches (a/b where one segment goes), or a
-            # parameter its path screening refuses (.., %2e%2e, an absolute path, a NUL byte).
-            shown = str(call.arguments.get("uri", name))[:80] if kind == "resource" else name[:80]
-            declared = sorted(n for k, n in self.roles if k == kind)
-            outcome = "NotFound"
-            message = (
-                f"no {kind} '{shown}' (a template parameter is one path segment, without '..'); "
-                f"{kind}s: {', '.join(declared)}"
-            )
+        except (AuthorizationError, NotFoundError) as error:
+            # FastMCP says only "not found" or "not found or not authorized": say which, and what to do.
+            outcome, message = _answer(await self._refusal(call, error), call)
         except Exception as error:
             # FastMCP hands on a component's own exception as the cause of its masked ToolError & co.
             cause = error.__cause__ if isinstance(error, FastMCPError) and error.__cause__ else error
             outcome, message = _answer(cause, call)
         call.outcome, call.error = outcome, logs.sanitize_error(" ".join(message.split()))
-        raise FAILURE[kind](call.error) from None
+        raise FAILURE[call.kind](call.error) from None
 
     on_call_tool = on_read_resource = on_get_prompt = _shaped
+
+    async def _refusal(self, call: CallInfo, error: Exception) -> AnalyticsError:
+        """Why FastMCP refused a call: no caller, a role the caller lacks, or a name it may not use."""
+        kind, identity = call.kind, call.identity
+        if identity is None:
+            return Forbidden("no valid API key; send X-API-Key or Authorization: Bearer")
+        asked = str(call.arguments["uri"]) if kind == "resource" else call.name
+        roles = roles_of(await self.app.component(kind, asked))
+        if roles and identity.role not in roles:
+            return role_refusal(identity, roles, f"{kind} '{call.name}'")
+        if kind == "resource" or isinstance(error, NotFoundError):
+            # FastMCP's own "unknown" (NotFoundError) is a URI no template matches (a/b where one segment
+            # goes) or a parameter its path screening refuses (.., %2e%2e, an absolute path, a NUL byte).
+            hint = (
+                " (a template parameter is one path segment, without '..')"
+                if isinstance(error, NotFoundError)
+                else ""
+            )
+            declared = ", ".join(await self.app.declared(kind))
+            return NotFound(f"no {kind} '{asked[:80]}'{hint}; {kind}s: {declared}")
+        # A made-up name, or a component registered without roles: nobody's.
+        return Forbidden(f"no {kind} '{asked[:80]}' is available to your key; list the {kind}s to see yours")
 
 
 def _answer(error: BaseException, call: CallInfo) -> tuple[str, str]:
@@ -189,59 +215,6 @@ def _answer(error: BaseException, call: CallInfo) -> tuple[str, str]:
         "InternalError",
         f"internal error while serving {call.kind} '{call.name}'; request id {call.request_id}",
     )
-
-
-class Access(Middleware):
-    """A component answers only the roles it was declared with (undeclared: nobody), and lists show
-    each caller only what its role may use."""
-
-    def __init__(self, roles: Roles) -> None:
-        self.roles = roles
-
-    def _allowed(self, kind: str, name: str) -> frozenset[Role]:
-        return self.roles.get((kind, name), frozenset())
-
-    async def _checked(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        call = current_call()
-        if call is None or call.identity is None:
-            raise Forbidden("no valid API key; send X-API-Key or Authorization: Bearer")
-        kind, name = call.kind, call.name
-        if kind == "resource" and ("resource", name) not in self.roles:
-            # Undeclared means unreachable: an unknown URI, or a resource registered without roles.
-            declared = sorted(n for k, n in self.roles if k == "resource")
-            raise NotFound(f"no resource '{name[:80]}'; resources: {', '.join(declared)}")
-        allowed = self._allowed(kind, name)
-        if not allowed:  # a made-up name, or a component registered without roles: nobody's
-            raise Forbidden(
-                f"no {kind} '{name[:80]}' is available to your key; list the {kind}s to see yours"
-            )
-        require_role(call.identity, allowed, f"{kind} '{name}'")
-        return await call_next(context)
-
-    on_call_tool = on_read_resource = on_get_prompt = _checked
-
-    async def _visible(
-        self, kind: str, context: MiddlewareContext[Any], call_next: Any, name_of: Callable[[Any], str]
-    ) -> list[Any]:
-        call = current_call()
-        if call is None or call.identity is None:
-            return []  # nothing is listed to a caller without a key (and nothing is counted)
-        role = call.identity.role
-        return [c for c in await call_next(context) if role in self._allowed(kind, name_of(c))]
-
-    async def on_list_tools(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        return await self._visible("tool", context, call_next, lambda t: t.name)
-
-    async def on_list_resources(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        return await self._visible(
-            "resource", context, call_next, lambda r: declared_resource(self.roles, str(r.uri))
-        )
-
-    async def on_list_resource_templates(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        return await self._visible("resource", context, call_next, lambda t: t.uri_template)
-
-    async def on_list_prompts(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        return await self._visible("prompt", context, call_next, lambda p: p.name)
 
 
 class CallTimeout(Middleware):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastmcp.server.middleware import Middleware
+from fastmcp.server.middleware import AuthMiddleware, Middleware
 
 from mcp_server.app import App
 from mcp_server.audit import AuditTrail
-from mcp_server.auth import Identity
-from mcp_server.edge import Access, CallTimeout, Identify, ShapeErrors
+from mcp_server.auth import Identity, is_declared
+from mcp_server.edge import CallTimeout, Identify, ShapeErrors
 from mcp_server.limits import ArgumentLimits
 from mcp_server.observability import RecordMetrics
 from mcp_server.ratelimit import RateLimit
@@ -25,19 +25,21 @@ def build_app(runtime: Runtime, local_identity: Identity | None = None) -> App:
     for module in TOOL_MODULES:
         module.register(app)
     settings, services = runtime.settings, runtime.services
-    # Outermost first. Audit and metrics see every outcome, refusals included; a call spends its rate
-    # limit only once its role is checked, and does no work before the limits pass.
+    # Outermost first. Audit and metrics see every outcome, refusals included. FastMCP's AuthMiddleware
+    # refuses a component the caller's role may not use (its own `auth=`) or nobody may (declared no
+    # roles), and filters lists likewise, before the call spends its rate limit; no work is done before
+    # the limits pass. The caller's live sessions are listed after that filter: they are its own.
     middleware: list[Middleware] = [
-        Identify(local_identity, app.roles),
+        Identify(app),
         AuditTrail(services.auditor),
-        RecordMetrics(runtime.metrics, [name for kind, name in app.roles if kind == "tool"]),
-        ShapeErrors(app.roles),
-        Access(app.roles),
+        RecordMetrics(runtime.metrics, app.tool_names),
+        ShapeErrors(app),
+        catalog.SessionResources(services.session_store),
+        AuthMiddleware(auth=is_declared),
         RateLimit(services.rate_limiter),
         ArgumentLimits(settings.max_argument_bytes),
         CallTimeout(settings.call_timeout_seconds),
         ResponseLimit(),
-        catalog.SessionResources(services.session_store),
     ]
     for each in middleware:
         app.mcp.add_middleware(each)

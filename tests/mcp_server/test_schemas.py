@@ -34,3 +34,15 @@ async def test_each_analysis_describes_its_parameters_in_the_input_schema(
     group_by = by_title["churn_rate"]["properties"]["group_by"]
     assert "account_type" in group_by.get("enum", []) or "account_type" in str(group_by)
     assert {"type": "null"} in branches  # parameters may be left out
+
+
+async def test_listed_schemas_are_self_contained(connect: Callable[[str], Client[Any]]) -> None:
+    """No $ref to follow in any tool's or template's schema (some clients cannot): inlined once when each
+    tool is registered, with FastMCP's per-list dereferencing turned off."""
+    async with connect("admin") as client:
+        tools = await client.list_tools()
+        templates = await client.list_resource_templates()
+    schemas = [str(tool.inputSchema) for tool in tools] + [str(tool.outputSchema) for tool in tools]
+    schemas += [str(template.model_dump()) for template in templates]
+    assert len(tools) >= 17 and templates
+    assert not [schema for schema in schemas if "$ref" in schema or "$defs" in schema]

@@ -75,21 +75,22 @@ async def test_every_listed_tool_has_exactly_the_expected_roles(connect, apps):
     undeclared = sorted(listed - set(EXPECTED_TOOL_ROLES))
     assert not undeclared, f"tools without an expected role set in this test: {undeclared}"
     assert REQUIRED_TOOLS <= listed, f"contract tools missing: {sorted(REQUIRED_TOOLS - listed)}"
-    declared = {name: apps["admin"].roles_for("tool", name) for name in listed}
+    declared = {name: await apps["admin"].roles_for("tool", name) for name in listed}
     assert declared == {name: EXPECTED_TOOL_ROLES[name] for name in listed}
 
 
 async def test_every_resource_and_prompt_has_exactly_the_expected_roles(apps):
     app = apps["admin"]
-    # Everything the server serves, straight from FastMCP (no role filtering): each must be declared.
-    served_resources = {str(r.uri) for r in await app.mcp.list_resources(run_middleware=False)} | {
-        t.uri_template for t in await app.mcp.list_resource_templates(run_middleware=False)
+    # Everything the server serves, from FastMCP's registry (no role filtering): each must be declared.
+    registry = app.mcp.local_provider
+    served_resources = {str(r.uri) for r in await registry.list_resources()} | {
+        t.uri_template for t in await registry.list_resource_templates()
     }
-    served_prompts = {p.name for p in await app.mcp.list_prompts(run_middleware=False)}
+    served_prompts = {p.name for p in await registry.list_prompts()}
     assert served_resources == set(EXPECTED_RESOURCE_ROLES), "a resource without an expected role set here"
     assert served_prompts == set(EXPECTED_PROMPT_ROLES), "a prompt without an expected role set here"
-    assert {uri: app.roles_for("resource", uri) for uri in served_resources} == EXPECTED_RESOURCE_ROLES
-    assert {name: app.roles_for("prompt", name) for name in served_prompts} == EXPECTED_PROMPT_ROLES
+    assert {uri: await app.roles_for("resource", uri) for uri in served_resources} == EXPECTED_RESOURCE_ROLES
+    assert {name: await app.roles_for("prompt", name) for name in served_prompts} == EXPECTED_PROMPT_ROLES
 
 
 @pytest.mark.parametrize("user", ["admin", "analyst", "viewer"])
@@ -179,3 +180,40 @@ async def test_a_resource_or_prompt_without_a_role_declaration_is_unlisted_and_u
             await client.read_resource("probe://undeclared")
         with pytest.raises(McpError, match="no prompt 'undeclared_prompt' is available to your key"):
             await client.get_prompt("undeclared_prompt")
+
+
+@pytest.mark.slow
+async def test_the_stdio_caller_has_exactly_the_role_of_its_mcp_api_key(runtime, api_keys):
+    """FastMCP exempts stdio from its role checks (it trusts the local process); ours still hold there."""
+    import os
+    import sys
+
+    from fastmcp import Client
+    from fastmcp.client.transports import StdioTransport
+
+    from mcp_server.config import digest_key
+    from tests.conftest import USERS
+
+    settings = runtime.settings
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "API_KEYS": ",".join(f"{user}:{USERS[user]}:{digest_key(key)}" for user, key in api_keys.items()),
+        "MCP_API_KEY": api_keys["viewer"],
+        "SESSION_ENCRYPTION_KEY": settings.session_encryption_keys[0],
+        "ANALYTICS_MCP_HOME": str(settings.home),
+        "DB_POOL_MIN_SIZE": "1",
+        "DB_POOL_MAX_SIZE": "2",
+    }
+    command = ["-m", "mcp_server.cli", "serve", "--transport", "stdio"]
+    async with Client(StdioTransport(sys.executable, command, env=env)) as client:
+        tools = {tool.name for tool in await client.list_tools()}
+        prompts = {prompt.name for prompt in await client.list_prompts()}
+        message = await refusal(client, "query_database", query="SELECT 1")
+        listed_sources = await client.call_tool("list_sources", {})
+    assert tools == {name for name, roles in EXPECTED_TOOL_ROLES.items() if "viewer" in roles}
+    assert prompts == set()
+    assert message == "tool 'query_database' needs role admin or analyst; your key has role viewer"
+    assert not listed_sources.is_error
