@@ -228,6 +228,7 @@ async def main() -> None:
             "QUERY_SECONDS_PER_MINUTE": "1000000",
             "LOG_LEVEL": "WARNING",
             "FASTMCP_STATELESS_HTTP": "true",
+            "FASTMCP_JSON_RESPONSE": os.environ.get("FASTMCP_JSON_RESPONSE", "false"),
         }
         if redis_url:
             env["REDIS_URL"] = redis_url
