@@ -51,3 +51,26 @@ async def bump_version(runtime: Any) -> int:
             "UPDATE mcp_internal.data_version SET version = version + 1 RETURNING version"
         )
     return await version_heard(runtime, int(version))
+
+
+def stdio_env(runtime: Any, api_keys: dict[str, str], user: str) -> dict[str, str]:
+    """The environment of a `serve --transport stdio` child on the test runtime's database and Redis, whose
+    local caller holds `user`'s key (MCP_API_KEY)."""
+    import os
+
+    from mcp_server.config import digest_key
+    from tests.conftest import USERS
+
+    settings = runtime.settings
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "API_KEYS": ",".join(f"{name}:{USERS[name]}:{digest_key(key)}" for name, key in api_keys.items()),
+        "MCP_API_KEY": api_keys[user],
+        "SESSION_ENCRYPTION_KEY": settings.session_encryption_keys[0],
+        "ANALYTICS_MCP_HOME": str(settings.home),
+        "DB_POOL_MIN_SIZE": "1",
+        "DB_POOL_MAX_SIZE": "2",
+    }

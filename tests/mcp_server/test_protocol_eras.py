@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import sys
 import uuid
 import warnings
@@ -27,11 +26,10 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
-from mcp_server.config import digest_key
-from tests.conftest import SEED_CUSTOMERS, USERS
+from tests.conftest import SEED_CUSTOMERS
 from tests.mcp_server.test_http import serving
 from tests.security.conftest import instance
-from tests.support import call, refusal
+from tests.support import call, refusal, stdio_env
 
 LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
@@ -311,19 +309,7 @@ async def test_progress_notifications_reach_a_client_of_each_era(make_runtime, a
 @pytest.mark.slow
 @pytest.mark.parametrize("era", ERAS)
 async def test_each_era_is_served_over_stdio(runtime, api_keys, era):
-    settings = runtime.settings
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
-        "API_KEYS": ",".join(f"{user}:{USERS[user]}:{digest_key(key)}" for user, key in api_keys.items()),
-        "MCP_API_KEY": api_keys["analyst"],
-        "SESSION_ENCRYPTION_KEY": settings.session_encryption_keys[0],
-        "ANALYTICS_MCP_HOME": str(settings.home),
-        "DB_POOL_MIN_SIZE": "1",
-        "DB_POOL_MAX_SIZE": "2",
-    }
+    env = stdio_env(runtime, api_keys, "analyst")
     server = StdioServerParameters(
         command=sys.executable, args=["-m", "mcp_server.cli", "serve", "--transport", "stdio"], env=env
     )

@@ -6,7 +6,7 @@ import pytest
 
 from mcp_server.auth import ADMIN, ANALYST, EVERYONE
 from tests.conftest import app_for
-from tests.support import refusal
+from tests.support import refusal, stdio_env
 
 # The contract's role matrix. A tool the server lists that is missing here FAILS the test:
 # whoever adds a tool decides who may call it, here, on purpose.
@@ -185,28 +185,12 @@ async def test_a_resource_or_prompt_without_a_role_declaration_is_unlisted_and_u
 @pytest.mark.slow
 async def test_the_stdio_caller_has_exactly_the_role_of_its_mcp_api_key(runtime, api_keys):
     """FastMCP exempts stdio from its role checks (it trusts the local process); ours still hold there."""
-    import os
     import sys
 
     from fastmcp import Client
     from fastmcp.client.transports import StdioTransport
 
-    from mcp_server.config import digest_key
-    from tests.conftest import USERS
-
-    settings = runtime.settings
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
-        "API_KEYS": ",".join(f"{user}:{USERS[user]}:{digest_key(key)}" for user, key in api_keys.items()),
-        "MCP_API_KEY": api_keys["viewer"],
-        "SESSION_ENCRYPTION_KEY": settings.session_encryption_keys[0],
-        "ANALYTICS_MCP_HOME": str(settings.home),
-        "DB_POOL_MIN_SIZE": "1",
-        "DB_POOL_MAX_SIZE": "2",
-    }
+    env = stdio_env(runtime, api_keys, "viewer")
     command = ["-m", "mcp_server.cli", "serve", "--transport", "stdio"]
     async with Client(StdioTransport(sys.executable, command, env=env)) as client:
         tools = {tool.name for tool in await client.list_tools()}
