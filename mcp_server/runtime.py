@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -266,12 +265,6 @@ async def start_runtime(settings: Settings, *, seed_demo: bool = True) -> Runtim
     except BaseException:
         await runtime.close()
         raise
-    if not gc.get_freeze_count():  # once a process
-        # What start-up loaded (libraries, settings, engines) lives as long as the process: frozen out of
-        # the collector's sight, a full collection no longer walks ~360,000 objects with the event loop
-        # stopped (400-470 ms each on this 2-core machine, 3-11 ms frozen; every call in flight waited).
-        gc.collect()
-        gc.freeze()
     return runtime
 
 
