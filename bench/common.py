@@ -56,6 +56,23 @@ async def scratch_database() -> AsyncIterator[str]:
         home.cleanup()
 
 
+@asynccontextmanager
+async def seeded_database(customers: int, seed: int = 42) -> AsyncIterator[str]:
+    """A scratch database with the schema and the generated telecom data, for servers started on it."""
+    import asyncio
+
+    from warehouse.db import Database
+    from warehouse.generator import generate, make_plan
+
+    async with scratch_database() as url:
+        db = Database(url, min_size=1, max_size=2)
+        await db.start()
+        await db.apply_schema()
+        await db.replace_data(await asyncio.to_thread(generate, make_plan(customers, seed)))
+        await db.close()
+        yield url
+
+
 def redis_url_for_bench() -> str | None:
     """This machine's Redis when reachable (None means: let the runtime embed one)."""
     url = os.environ.get("TEST_REDIS_URL")

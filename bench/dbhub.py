@@ -196,11 +196,9 @@ async def main() -> None:
     import redis.asyncio as aioredis
     from cryptography.fernet import Fernet
 
-    from bench.common import redis_url_for_bench, scratch_database
+    from bench.common import redis_url_for_bench, seeded_database
     from mcp_server.config import digest_key
     from tests.production.services import ServerProcess
-    from warehouse.db import Database
-    from warehouse.generator import generate, make_plan
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, node "
@@ -211,12 +209,7 @@ async def main() -> None:
     prefix = f"amcp-bench-{uuid.uuid4().hex[:8]}:"
     redis_url = redis_url_for_bench()
     work = Path(tempfile.mkdtemp(prefix="amcp-dbhub-"))
-    async with scratch_database() as database_url:
-        db = Database(database_url, min_size=1, max_size=2)
-        await db.start()
-        await db.apply_schema()
-        await db.replace_data(await asyncio.to_thread(generate, make_plan(args.customers, 42)))
-        await db.close()
+    async with seeded_database(args.customers) as database_url:
         env = {
             "DATABASE_URL": database_url,
             # One user per client, as 20 people would be (the per-key connection share stays at its default).

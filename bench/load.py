@@ -388,12 +388,10 @@ async def measure(args: argparse.Namespace) -> None:
     import redis.asyncio as aioredis
     from cryptography.fernet import Fernet
 
-    from bench.common import redis_url_for_bench, scratch_database
+    from bench.common import redis_url_for_bench, seeded_database
     from bench.proxy import start_proxy
     from mcp_server.config import digest_key
     from tests.production.services import ServerProcess
-    from warehouse.db import Database
-    from warehouse.generator import generate, make_plan
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -429,12 +427,7 @@ async def measure(args: argparse.Namespace) -> None:
     finally:
         stop(bare)
 
-    async with scratch_database() as database_url:
-        db = Database(database_url, min_size=1, max_size=2)
-        await db.start()
-        await db.apply_schema()
-        await db.replace_data(await asyncio.to_thread(generate, make_plan(args.customers, 42)))
-        await db.close()
+    async with seeded_database(args.customers) as database_url:
         env = {
             "DATABASE_URL": database_url,
             "API_KEYS": ",".join(f"agent{n}:analyst:{digest_key(key)}" for n, key in enumerate(keys)),
