@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,3 +42,21 @@ async def scratch(setup: Sequence[str], teardown: Sequence[str]) -> AsyncIterato
                     await cursor.execute(statement)
     finally:
         conn.close()
+
+
+def reader_database(label: str) -> tuple[str, str, str, list[str], list[str]]:
+    """Names for an empty scratch database and a user that may only SELECT from it: (database, reader,
+    password, setup, teardown), the last two for `scratch`."""
+    suffix = secrets.token_hex(4)
+    database, reader, password = (
+        f"amcp_{label}_{suffix}",
+        f"amcp_{label}_r_{suffix}",
+        secrets.token_urlsafe(12),
+    )
+    setup = [
+        f"CREATE DATABASE {database}",
+        f"CREATE USER '{reader}'@'%' IDENTIFIED BY '{password}'",
+        f"GRANT SELECT ON {database}.* TO '{reader}'@'%'",
+    ]
+    teardown = [f"DROP USER IF EXISTS '{reader}'@'%'", f"DROP DATABASE IF EXISTS {database}"]
+    return database, reader, password, setup, teardown

@@ -4,7 +4,6 @@ against plain SQL on the engine, and refusals (no confirm, not an admin, no writ
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,21 +15,12 @@ from fastmcp import Client
 
 from mcp_server.runtime import Runtime, start_demo_shop, start_sources
 from tests.conftest import app_for
-from tests.engines.mariadb import HOST, PORT, root_fetch, scratch
+from tests.engines.mariadb import HOST, PORT, reader_database, root_fetch, scratch
 from tests.support import call, refusal
 from warehouse.demo_shop import CUSTOMERS as DEMO_CUSTOMERS
 from warehouse.shop import TABLES
 
-SUFFIX = secrets.token_hex(4)
-DATABASE = f"amcp_shoptools_{SUFFIX}"
-READER = f"amcp_shoptools_r_{SUFFIX}"
-PASSWORD = secrets.token_urlsafe(12)
-SETUP = [
-    f"CREATE DATABASE {DATABASE}",
-    f"CREATE USER '{READER}'@'%' IDENTIFIED BY '{PASSWORD}'",
-    f"GRANT SELECT ON {DATABASE}.* TO '{READER}'@'%'",
-]
-TEARDOWN = [f"DROP USER IF EXISTS '{READER}'@'%'", f"DROP DATABASE IF EXISTS {DATABASE}"]
+DATABASE, READER, PASSWORD, SETUP, TEARDOWN = reader_database("shoptools")
 WINDOW = {"start_date": "2024-01-01", "end_date": "2024-06-30"}
 
 

@@ -7,7 +7,6 @@ telecom's customers, an analyst) change nothing; `analytics-mcp seed --dataset t
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -24,23 +23,14 @@ from mcp_server.cli import main as cli_main
 from mcp_server.datasets import check_telecom_source
 from mcp_server.runtime import Runtime
 from tests.conftest import app_for
-from tests.engines.mariadb import HOST, PORT, root_fetch, scratch
+from tests.engines.mariadb import HOST, PORT, reader_database, root_fetch, scratch
 from tests.support import call, refusal
 from warehouse.generator import generate, make_plan
 from warehouse.sources import Source
 from warehouse.telecom_store import load_telecom
 
 CUSTOMERS, SEED = 150, 11
-SUFFIX = secrets.token_hex(4)
-DATABASE = f"amcp_teltools_{SUFFIX}"
-READER = f"amcp_teltools_r_{SUFFIX}"
-PASSWORD = secrets.token_urlsafe(12)
-SETUP = [
-    f"CREATE DATABASE {DATABASE}",
-    f"CREATE USER '{READER}'@'%' IDENTIFIED BY '{PASSWORD}'",
-    f"GRANT SELECT ON {DATABASE}.* TO '{READER}'@'%'",
-]
-TEARDOWN = [f"DROP USER IF EXISTS '{READER}'@'%'", f"DROP DATABASE IF EXISTS {DATABASE}"]
+DATABASE, READER, PASSWORD, SETUP, TEARDOWN = reader_database("teltools")
 TABLES = ("customers", "revenue", "network_events")
 COLUMNS = {
     "customers": (
