@@ -64,6 +64,8 @@ ANALYSIS_SETTINGS = {"jit": "off", "work_mem": "64MB", "plan_cache_mode": "force
 # The server's own named queries (snapshot, data version) are short; past this, PostgreSQL is
 # taken to be unreachable rather than busy, so a hung server gives an error instead of a hang.
 NAMED_QUERY_TIMEOUT = 60.0
+# At shutdown, how long a pool waits for its connections in use before it drops them.
+POOL_CLOSE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,15 @@ class LoadReport:
     @property
     def rows(self) -> int:
         return self.customers + self.network_events + self.revenue
+
+
+async def close_pool(pool: asyncpg.Pool, seconds: float = POOL_CLOSE_SECONDS) -> None:
+    """Close `pool` gracefully, waiting at most `seconds` for connections still in use, then drop them:
+    a connection a cancelled task never gave back must not hang a shutdown."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=seconds)
+    except Exception:  # noqa: BLE001 - a pool that will not close cleanly is terminated
+        pool.terminate()
 
 
 class Database:
@@ -148,10 +159,7 @@ class Database:
             self.versions = None
         for pool in (self._query_pool, self._primary_query_pool, self._read_pool, self._pool):
             if pool is not None:
-                try:
-                    await asyncio.wait_for(pool.close(), timeout=5)
-                except (TimeoutError, OSError):
-                    pool.terminate()
+                await close_pool(pool)
         self._pool = self._read_pool = self._query_pool = self._primary_query_pool = None
 
     @property

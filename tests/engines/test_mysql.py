@@ -464,3 +464,22 @@ async def test_an_accepted_query_is_remembered_for_new_values_and_a_refusal_is_n
     for _ in range(2):  # refused each time, with its reason
         with pytest.raises(QueryRefused, match="internal_notes"):
             await engine.guarded("SELECT note FROM internal_notes", {})
+
+
+async def test_closing_does_not_wait_forever_for_a_connection_never_given_back(
+    mariadb: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection a cancelled task kept would make asyncmy's wait_closed wait forever (a shutdown that
+    hangs): close waits POOL_CLOSE_SECONDS for it, then terminates the pool and that connection."""
+    import asyncio
+
+    from warehouse.engines import mysql
+
+    monkeypatch.setattr(mysql, "POOL_CLOSE_SECONDS", 0.2)
+    source = MySQLEngine(f"mysql://{READER}:{PASSWORD}@{HOST}:{PORT}/{DATABASE}", name="shop", pool_size=1)
+    await source.start()
+    pool = source._pool
+    assert pool is not None
+    kept = await pool.acquire()  # never released
+    await asyncio.wait_for(source.close(), timeout=30)  # the old close never returned
+    assert not kept.connected and pool.size == 0

@@ -276,3 +276,22 @@ async def test_an_accepted_text_is_guarded_once_until_the_source_relations_chang
         await conn.execute("DROP TABLE IF EXISTS sales.scratch_rows")
         await conn.close()
         await engine.tables()
+
+
+async def test_closing_a_pool_does_not_wait_forever_for_a_connection_never_given_back(
+    create_database: Callable[[], Any],
+) -> None:
+    """asyncpg's graceful close waits for every acquired connection: close_pool (the server's pools and
+    every PostgreSQL source's) waits its bound, then terminates the pool and that connection."""
+    import asyncio
+
+    import asyncpg
+
+    from warehouse.db import close_pool
+
+    pool = await asyncpg.create_pool(await create_database(), min_size=1, max_size=1)
+    kept = await pool.acquire()  # never released
+    await asyncio.wait_for(close_pool(pool, seconds=0.2), timeout=30)  # pool.close() alone never returns
+    assert pool.is_closing()
+    with pytest.raises(asyncpg.InterfaceError):  # terminated with the pool: no longer usable
+        await kept.fetchval("SELECT 1")

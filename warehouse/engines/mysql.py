@@ -28,6 +28,7 @@ from asyncmy.cursors import SSCursor
 from asyncmy.errors import Error as MySQLError
 
 from core.errors import AnalyticsError, Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
+from warehouse.db import POOL_CLOSE_SECONDS
 from warehouse.descriptions import Descriptions, table_comments
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.engines.mysql_guard import main_query_start, validate_mysql_select
@@ -211,9 +212,12 @@ class MySQLEngine:
 
     async def close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
-            await self._pool.wait_closed()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            pool.close()
+            try:  # at most as long as the PostgreSQL pools wait for connections still in use
+                await asyncio.wait_for(pool.wait_closed(), timeout=POOL_CLOSE_SECONDS)
+            except Exception:  # noqa: BLE001 - a pool that will not close cleanly is terminated
+                pool.terminate()
 
     async def refresh(self) -> list[Table]:
         """Read the source's allowed tables again (after the operator adds one)."""

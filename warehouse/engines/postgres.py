@@ -24,7 +24,7 @@ from pglast import ast, parse_sql
 
 from core.errors import Forbidden, InvalidInput, QueryRefused, Timeout, Unavailable
 from warehouse import sql as named_sql
-from warehouse.db import CONNECTION_ERRORS
+from warehouse.db import CONNECTION_ERRORS, close_pool
 from warehouse.descriptions import Descriptions, table_comments
 from warehouse.engines import GuardedStatement, RelationRules, Table
 from warehouse.profiles import (
@@ -211,10 +211,7 @@ class PostgresEngine:
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            try:
-                await pool.close()
-            except Exception:  # noqa: BLE001 - a pool that will not close cleanly is dropped
-                pool.terminate()
+            await close_pool(pool)
 
     async def refresh(self) -> list[Table]:
         """Read the source's relations again (after the operator adds one)."""
