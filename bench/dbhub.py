@@ -6,7 +6,9 @@ The rounds interleave (ours, DBHub, ours, DBHub, ...: each round is every client
 (`location <> nonce`), so neither server can answer from a cache; DBHub's execute_sql takes no bound
 parameters, so it gets the same statement with the values written in. Connections are opened before the
 clock starts. Prints calls/s of each, the ratio (target: ours >= DBHub's), p50/p95, and CPU per call of
-each server and of the PostgreSQL backends.
+each server and of the PostgreSQL backends. A third server takes part in every round: bare FastMCP (one
+tool that echoes its argument, nothing of ours, no database), the ceiling of any server built on FastMCP
+with this client on this machine.
 
 DBHub is installed with `npm install @bytebase/dbhub` into ~/.cache/amcp-bench/dbhub (outside the repo;
 XDG_CACHE_HOME moves it) on the first run; without node/npm or the package the bench says so in one line
@@ -119,17 +121,19 @@ async def connect(url: str, key: str | None) -> AsyncIterator[Any]:
 class Target:
     """One server under test: how to call it, and what it has measured so far."""
 
-    def __init__(self, name: str, url: str, pids: list[int], keys: list[str | None], ours: bool) -> None:
-        self.name, self.url, self.pids, self.keys, self.ours = name, url, pids, keys, ours
+    def __init__(self, name: str, url: str, pids: list[int], keys: list[str | None], kind: str) -> None:
+        self.name, self.url, self.pids, self.keys, self.kind = name, url, pids, keys, kind
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self.seconds = 0.0
-        self.cpu = {"server": 0.0, "PostgreSQL backends": 0.0}
+        self.cpu = {"server": 0.0, "PostgreSQL backends": 0.0, "client": 0.0}
 
     def call(self, client: int, step: int, tag: str) -> tuple[str, dict[str, Any]]:
         min_age, nonce = 18 + (client + step) % 40, f"{tag}-{client}-{step}"
-        if self.ours:
+        if self.kind == "ours":
             return "query_database", {"query": OURS, "parameters": {"min_age": min_age, "nonce": nonce}}
+        if self.kind == "bare":
+            return "echo", {"value": min_age}
         return "execute_sql", {"sql": THEIRS.format(min_age=min_age, nonce=nonce)}
 
 
@@ -175,9 +179,10 @@ async def one_round(target: Target, clients: int, calls: int, database: str) -> 
     tasks = [asyncio.create_task(client(target, n, calls, tag, ready)) for n in range(clients)]
     await ready.wait()  # every client connected: the clock starts
     server_before, backends_before = cpu_of(target.pids, database)
-    started = time.monotonic()
+    started, client_before = time.monotonic(), time.process_time()
     await asyncio.gather(*tasks)
     target.seconds += time.monotonic() - started
+    target.cpu["client"] += time.process_time() - client_before
     server_after, backends_after = cpu_of(target.pids, database)
     target.cpu["server"] += server_after - server_before
     target.cpu["PostgreSQL backends"] += backends_after - backends_before
@@ -197,6 +202,7 @@ async def main() -> None:
     from cryptography.fernet import Fernet
 
     from bench.common import redis_url_for_bench, seeded_database
+    from bench.load import start_bare
     from mcp_server.config import digest_key
     from tests.production.services import ServerProcess
 
@@ -233,23 +239,25 @@ async def main() -> None:
             '[[tools]]\nname = "execute_sql"\nsource = "default"\nreadonly = true\n'
         )
         port = free_port()
-        theirs_process = None
+        theirs_process = bare_process = None
         database = urlsplit(database_url).path.lstrip("/")
         try:
             await ours_server.start()
             theirs_process = start_dbhub(node, entry, port, config, work / "dbhub.log")
             assert ours_server.process is not None
-            ours = Target("analytics-mcp", ours_server.url, [ours_server.process.pid], list(keys), ours=True)
+            bare_process, bare_url = start_bare()
+            ours = Target("analytics-mcp", ours_server.url, [ours_server.process.pid], list(keys), "ours")
             theirs = Target(
                 f"DBHub {dbhub_version(entry)}",
                 f"http://127.0.0.1:{port}",
                 [theirs_process.pid],
                 [None],
-                ours=False,
+                "dbhub",
             )
+            bare = Target("bare FastMCP (echo)", bare_url, [bare_process.pid], [None], "bare")
             # Same answer from both (and both warm) before anything is timed.
             answers = []
-            for target in (ours, theirs):
+            for target in (ours, theirs, bare):
                 async with connect(target.url, target.keys[0]) as session:
                     for step in range(5):
                         tool, arguments = target.call(0, step, "warm")
@@ -263,13 +271,14 @@ async def main() -> None:
             per_round = max(1, args.calls // args.rounds)
             loads = []
             for _ in range(args.rounds):
-                for target in (ours, theirs):
+                for target in (ours, theirs, bare):
                     loads.append(os.getloadavg()[0])
                     await one_round(target, args.clients, per_round, database)
         finally:
-            if theirs_process is not None:
-                theirs_process.terminate()
-                theirs_process.wait(20)
+            for process in (theirs_process, bare_process):
+                if process is not None:
+                    process.terminate()
+                    process.wait(20)
             await ours_server.stop()
             if redis_url:
                 redis = aioredis.from_url(redis_url)
@@ -283,10 +292,10 @@ async def main() -> None:
         f"(load average {min(loads):.1f}-{max(loads):.1f} at the rounds' starts)"
     )
     print(
-        f"  {'server':<22}{'calls':>7}{'errors':>8}{'calls/s':>9}{'p50 ms':>8}{'p95 ms':>8}{'server CPU ms/call':>20}{'PG ms/call':>12}"
+        f"  {'server':<22}{'calls':>7}{'errors':>8}{'calls/s':>9}{'p50 ms':>8}{'p95 ms':>8}{'server CPU ms/call':>20}{'PG ms/call':>12}{'client ms/call':>16}"
     )
     rates = {}
-    for target in (ours, theirs):
+    for target in (ours, theirs, bare):
         calls = len(target.latencies)
         rates[target.name] = calls / target.seconds if target.seconds else 0.0
         print(
@@ -294,6 +303,7 @@ async def main() -> None:
             f"{statistics.median(target.latencies) * 1000 if calls else 0:>8.1f}"
             f"{percentile(target.latencies, 95) * 1000 if calls else 0:>8.1f}"
             f"{target.cpu['server'] / max(calls, 1) * 1000:>20.2f}{target.cpu['PostgreSQL backends'] / max(calls, 1) * 1000:>12.2f}"
+            f"{target.cpu['client'] / max(calls, 1) * 1000:>16.2f}"
         )
         if target.errors:
             print(f"    first error: {target.errors[0]}")
@@ -301,6 +311,11 @@ async def main() -> None:
     print(
         f"ratio ours / DBHub: {ratio:.2f}x calls per second; target ours >= DBHub's: "
         f"{'met' if ratio >= 1 else 'NOT met'}"
+    )
+    ceiling = rates[bare.name] / rates[theirs.name] if rates[theirs.name] else float("inf")
+    print(
+        f"ratio bare FastMCP / DBHub: {ceiling:.2f}x (the most any FastMCP server could reach here); "
+        f"ours / bare FastMCP: {rates[ours.name] / rates[bare.name] if rates[bare.name] else 0:.2f}x"
     )
 
 

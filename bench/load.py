@@ -368,8 +368,9 @@ def main() -> None:
     parser.add_argument(
         "--pool-size",
         type=int,
-        default=10,
-        help="DB_POOL_MAX_SIZE of each instance (PostgreSQL allows 100 connections in all here)",
+        default=20,
+        help="DB_POOL_MAX_SIZE of each instance, the server's default (two instances x two pools x 20 = 80 of "
+        "PostgreSQL's 100 connections here)",
     )
     parser.add_argument("--users", type=int, default=25, help="API keys the agents share out")
     parser.add_argument("--charts", action="store_true")
