@@ -368,9 +368,8 @@ def main() -> None:
     parser.add_argument(
         "--pool-size",
         type=int,
-        default=20,
-        help="DB_POOL_MAX_SIZE of each instance, the server's default (two instances x two pools x 20 = 80 of "
-        "PostgreSQL's 100 connections here)",
+        help="DB_POOL_MAX_SIZE of each instance; default the server's 20, less beyond two instances so that "
+        "instances x 2 pools x size stays within 80 of PostgreSQL's 100 connections here",
     )
     parser.add_argument("--users", type=int, default=25, help="API keys the agents share out")
     parser.add_argument("--charts", action="store_true")
@@ -438,13 +437,14 @@ async def measure(args: argparse.Namespace) -> None:
             "QUERY_SECONDS_PER_MINUTE": "1000000",
             "LOG_LEVEL": "WARNING",
             "FASTMCP_STATELESS_HTTP": "true",
-            # Several instances share the machine's PostgreSQL (max_connections 100) with other work.
-            "DB_POOL_MIN_SIZE": "2",
-            "DB_POOL_MAX_SIZE": str(args.pool_size),
         }
         if redis_url:
             env["REDIS_URL"] = redis_url
         count = max(config.instances for config in configs)
+        # Several instances share the machine's PostgreSQL (max_connections 100) with other work.
+        env["DB_POOL_MIN_SIZE"] = "2"
+        env["DB_POOL_MAX_SIZE"] = str(args.pool_size or min(20, 40 // count))
+        print(f"{count} instance(s) started, DB_POOL_MAX_SIZE={env['DB_POOL_MAX_SIZE']} each")
         servers = []
         for number in range(count):
             launcher = None
