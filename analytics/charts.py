@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import io
 import math
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -748,44 +747,3 @@ def draw(data: Any, spec: ChartSpec, part: str | None = None, max_rows: int | No
         notes=notes + plan.notes,
         plotted=plotted(plan),
     )
-
-
-def lower_priority(niceness: int) -> None:
-    """Make this worker process take only CPU that queries, PostgreSQL and the event loop leave over.
-
-    Nice alone is not enough on Linux with autogroups (on by default in plain VMs and desktops): nice
-    only ranks tasks inside one session, so the workers' CPU time counted against the server's own
-    share and the event loop waited behind other processes. A session of its own (so an autogroup of
-    its own), niced, fixes that. Without autogroups, SCHED_IDLE does the same job. Not both: measured
-    on a quiet 2-core VM, SCHED_IDLE inside its own autogroup made waking queries wait for the next
-    scheduler tick (query p95 ~6x instead of ~1.2x). Each step is best effort.
-    """
-    try:
-        os.nice(niceness)
-    except (AttributeError, OSError):  # no nice() on this platform, or not allowed: render at normal priority
-        pass
-    try:
-        with open("/proc/sys/kernel/sched_autogroup_enabled") as flag:
-            autogroups = flag.read().strip() == "1"
-    except OSError:
-        autogroups = False
-    if autogroups:
-        try:
-            os.setsid()  # a new session is a new autogroup: its CPU time is no longer the server's
-            with open("/proc/self/autogroup", "w") as group:
-                group.write(str(niceness))
-            return
-        except OSError:
-            pass
-    if hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except OSError:  # a sandbox that forbids it: nice alone
-            pass
-
-
-def warm_up() -> None:
-    """Load fonts and plotly once per worker so the first real chart is not slow."""
-    frame = pd.DataFrame({"x": ["a", "b"], "y": [1.0, 2.0]})
-    render_chart(frame, ChartSpec("bar", x="x", y=("y",), width=200, height=150))
-    import plotly.graph_objects  # noqa: F401

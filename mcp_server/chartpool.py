@@ -12,7 +12,10 @@ import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
-from analytics import charts
+import pandas as pd
+
+from analytics.chart_data import ChartSpec
+from analytics.charts import render_chart
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +28,34 @@ def render_workers(configured: int) -> int:
     return configured if configured > 0 else max(1, (os.cpu_count() or 2) - 1)
 
 
+def lower_priority(niceness: int) -> None:
+    """A worker's initializer: it runs niced, so queries and the event loop come first for the CPU."""
+    try:
+        os.nice(niceness)
+    except (AttributeError, OSError):  # no nice() on this platform, or not allowed: render at normal priority
+        pass
+
+
+def warm_up() -> None:
+    """Load fonts and plotly once per worker so the first real chart is not slow."""
+    render_chart(
+        pd.DataFrame({"x": ["a", "b"], "y": [1.0, 2.0]}),
+        ChartSpec("bar", x="x", y=("y",), width=200, height=150),
+    )
+    import plotly.graph_objects  # noqa: F401
+
+
 def start_executor(workers: int) -> Executor:
     try:
         # spawn, not fork: the server process has threads (asyncpg, redis) that fork would copy mid-flight.
         pool = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=charts.lower_priority,
+            initializer=lower_priority,
             initargs=(RENDER_NICENESS,),
         )
         for _ in range(workers):
-            pool.submit(charts.warm_up)
+            pool.submit(warm_up)
         return pool
     except (OSError, NotImplementedError, PermissionError) as error:  # no processes here: threads will do
         log.warning("chart worker processes unavailable; rendering in threads", extra={"error": str(error)})
