@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import logging
@@ -30,7 +29,6 @@ from mcp_server.auth import ADMIN, ANALYST, EVERYONE, Identity, http_identity, r
 from mcp_server.config import Role
 from mcp_server.runtime import Runtime
 from mcp_server.tools.data import load_generated
-from warehouse.audit import AuditRow
 from warehouse.generator import make_plan
 from warehouse.shop import shop_plan
 from warehouse.sources import MAIN
@@ -66,22 +64,9 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
 
 async def audit(runtime: Runtime, identity: Identity | None, event: str, outcome: str, **row: Any) -> None:
     """One audit row for an operator action (console or API): who, what, how it ended; never arguments."""
-    try:
-        await runtime.services.auditor.record(
-            AuditRow(
-                logged_at=dt.datetime.now(dt.UTC),
-                request_id=logs.request_id_var.get(),
-                event=event,
-                user_id=identity.user_id if identity else None,
-                key_id=identity.key_id if identity else None,
-                tool=row.get("tool"),
-                session_id=row.get("session_id"),
-                duration_ms=None,
-                outcome=outcome,
-            )
-        )
-    except Exception:  # noqa: BLE001 - the trail must not break the action
-        log.exception("audit record failed")
+    await runtime.services.auditor.event(
+        event, identity, outcome, request_id=logs.request_id_var.get(), **row
+    )
 
 
 def endpoint(runtime: Runtime, roles: frozenset[Role], what: str) -> Callable[[Handler], Any]:
@@ -100,24 +85,27 @@ def endpoint(runtime: Runtime, roles: frozenset[Role], what: str) -> Callable[[H
                     status_code=401,
                     headers={"www-authenticate": 'Bearer realm="analytics-mcp"'},
                 )
-            try:
-                require_role(identity, roles, what)
-                # Each call spends one unit of the key's RATE_LIMIT_PER_MINUTE, as an MCP call does.
-                await runtime.services.rate_limiter.admit(identity.key_id)
-                answer = await handler(request, identity)
-            except AnalyticsError as error:
-                status, code = refusal(error)
-                if status == 403:
-                    await audit(runtime, identity, "api_call", "forbidden", tool=what)
-                response = error_response(status, code, error.message)
-                if isinstance(error, RateLimited):
-                    response.headers["retry-after"] = str(max(1, round(error.retry_after)))
-                return response
-            except Exception:
-                log.exception("read API failure", extra={"endpoint": what})
-                request_id = logs.request_id_var.get() or "-"
-                return error_response(500, "internal", f"internal error in {what}; request id {request_id}")
-            return answer if isinstance(answer, Response) else JSONResponse(answer)
+            with logs.request_bound(logs.new_request_id(), identity.user_id):
+                try:
+                    require_role(identity, roles, what)
+                    # Each call spends one unit of the key's RATE_LIMIT_PER_MINUTE, as an MCP call does.
+                    await runtime.services.rate_limiter.admit(identity.key_id)
+                    answer = await handler(request, identity)
+                except AnalyticsError as error:
+                    status, code = refusal(error)
+                    if status == 403:
+                        await audit(runtime, identity, "api_call", "forbidden", tool=what)
+                    response = error_response(status, code, error.message)
+                    if isinstance(error, RateLimited):
+                        response.headers["retry-after"] = str(max(1, round(error.retry_after)))
+                    return response
+                except Exception:
+                    log.exception("read API failure", extra={"endpoint": what})
+                    request_id = logs.request_id_var.get()
+                    return error_response(
+                        500, "internal", f"internal error in {what}; request id {request_id}"
+                    )
+                return answer if isinstance(answer, Response) else JSONResponse(answer)
 
         return answered
 

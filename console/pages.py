@@ -29,11 +29,9 @@ from console.signin import (
     set_cookie,
 )
 from core.errors import AnalyticsError, Forbidden, NotFound
-from mcp_server import logs
+from mcp_server import datasets, logs
 from mcp_server.auth import Identity
 from mcp_server.runtime import Runtime
-from mcp_server.services import source_pages
-from warehouse import profiles
 from warehouse.sources import MAIN
 
 log = logging.getLogger(__name__)
@@ -108,28 +106,29 @@ class Console:
                 and (session.user_id, session.key_id) not in self.admins
             ):
                 session = None  # its key left API_KEYS (or lost role admin) since: signed out
-            form = None
-            if request.method == "POST":
-                form = await request.form(max_files=0, max_fields=20)
-                if session is None or not same_token(session.csrf, form.get(CSRF_FIELD)):
-                    who = session.identity if session else None
-                    await audit(
-                        self.runtime, who, "console_action", "csrf_refused", tool=request.url.path[:80]
-                    )
-                    return self.refused(
-                        request, 403, "missing or wrong CSRF token: reload the page and retry", None
-                    )
-            elif session is None:
-                return RedirectResponse(f"{PREFIX}/signin", status_code=303, headers=SECURITY_HEADERS)
-            try:
-                return await handler(request, session, form)
-            except AnalyticsError as error:
-                status, _ = refusal(error)
-                return self.refused(request, status, error.message, session)
-            except Exception:
-                log.exception("console page failure", extra={"page": request.url.path[:80]})
-                request_id = logs.request_id_var.get() or "-"
-                return self.refused(request, 500, f"internal error; request id {request_id}", session)
+            with logs.request_bound(logs.new_request_id(), session.user_id if session else None):
+                form = None
+                if request.method == "POST":
+                    form = await request.form(max_files=0, max_fields=20)
+                    if session is None or not same_token(session.csrf, form.get(CSRF_FIELD)):
+                        who = session.identity if session else None
+                        await audit(
+                            self.runtime, who, "console_action", "csrf_refused", tool=request.url.path[:80]
+                        )
+                        return self.refused(
+                            request, 403, "missing or wrong CSRF token: reload the page and retry", None
+                        )
+                elif session is None:
+                    return RedirectResponse(f"{PREFIX}/signin", status_code=303, headers=SECURITY_HEADERS)
+                try:
+                    return await handler(request, session, form)
+                except AnalyticsError as error:
+                    status, _ = refusal(error)
+                    return self.refused(request, status, error.message, session)
+                except Exception:
+                    log.exception("console page failure", extra={"page": request.url.path[:80]})
+                    request_id = logs.request_id_var.get()
+                    return self.refused(request, 500, f"internal error; request id {request_id}", session)
 
         return served
 
@@ -260,11 +259,7 @@ class Console:
         name = self.runtime.sources.source(request.path_params["name"]).name
         if name == MAIN or not self.runtime.sources.has_engine(name):
             raise NotFound(f"source '{name}' is not profiled (the built-in database shows its catalog)")
-        profiler = self.runtime.profiler or profiles.Profiler(self.runtime.db, self.runtime.sources)
-        await profiler.refresh(name)
-        await self.runtime.services.catalog_cache.forget(source_pages(name))
-        if self.runtime.notices is not None:
-            await self.runtime.notices.profiles_refreshed(name)
+        await datasets.refresh_profiles(self.runtime, name)
         await audit(self.runtime, session.identity, "console_refresh_source", "ok", tool=name)
         target = f"{PREFIX}/sources/{urllib.parse.quote(name)}?refreshed=1"
         return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)

@@ -90,9 +90,6 @@ class App:
             found = [*await provider.list_resources(), *await provider.list_resource_templates()]
         return {name_of(component): roles_of(component) for component in found}
 
-    async def roles_for(self, kind: str, name: str) -> frozenset[Role]:
-        return (await self.roles(kind)).get(name, frozenset())
-
     async def declared(self, kind: str) -> list[str]:
         return sorted(name for name, roles in (await self.roles(kind)).items() if roles)
 

@@ -28,22 +28,18 @@ log = logging.getLogger("analytics_mcp.audit")
 UNKNOWN = "<unknown>"
 
 
-def safe_session_id(value: Any) -> str | None:
-    """An agent-supplied session id, if it has the shape of one; anything else (it could be data) is
-    recorded as '<invalid>'."""
-    if value is None:
-        return None
-    return access.session_id(value) if access.is_session_id(value) else "<invalid>"
-
-
 def _session_of(arguments: dict[str, Any]) -> str | None:
+    """The call's session id, if it has the shape of one; anything else (it could be data) is recorded as
+    '<invalid>'."""
     session = arguments.get("session_id")
     if session is None:
         source = arguments.get("data_source")
         # analyze_data(data_source=<session id>) works on a session too
         if access.is_session_id(source):
             session = source
-    return safe_session_id(session)
+    if session is None:
+        return None
+    return access.session_id(session) if access.is_session_id(session) else "<invalid>"
 
 
 class Auditor:
@@ -56,12 +52,37 @@ class Auditor:
             ("outcome",),
         )
 
-    async def record(self, row: AuditRow, **log_only: Any) -> None:
-        fields = {
-            name: value for name, value in row.__dict__.items() if value is not None and name != "logged_at"
-        }
-        log.info("audit", extra={**fields, **log_only})
-        await self.writer.put(row)
+    async def event(
+        self,
+        event: str,
+        identity: Identity | None,
+        outcome: str,
+        *,
+        request_id: str | None = None,
+        tool: str | None = None,
+        session_id: str | None = None,
+        duration_ms: float | None = None,
+        **log_only: Any,
+    ) -> None:
+        """One audit row (who, what, how it ended) and its log line. A failure is logged, never raised: the
+        trail must not break the call, authentication or action it records."""
+        try:
+            row = AuditRow(
+                logged_at=dt.datetime.now(dt.UTC),
+                request_id=request_id,
+                event=event,
+                user_id=identity.user_id if identity else None,
+                key_id=identity.key_id if identity else None,
+                tool=tool,
+                session_id=session_id,
+                duration_ms=duration_ms,
+                outcome=outcome,
+            )
+            fields = {k: v for k, v in vars(row).items() if v is not None and k != "logged_at"}
+            log.info("audit", extra={**fields, **log_only})
+            await self.writer.put(row)
+        except Exception:  # noqa: BLE001 - the trail must not break what it records
+            log.exception("audit record failed")
 
     async def flush(self) -> None:
         await self.writer.flush()
@@ -71,18 +92,10 @@ class Auditor:
         outcome = "success" if identity is not None else "failure"
         self._attempts.labels(outcome=outcome).inc()
         client = scope.get("client")
-        await self.record(
-            AuditRow(
-                logged_at=dt.datetime.now(dt.UTC),
-                request_id=None,
-                event="authentication",
-                user_id=identity.user_id if identity else None,
-                key_id=identity.key_id if identity else None,
-                tool=None,
-                session_id=None,
-                duration_ms=None,
-                outcome=outcome,
-            ),
+        await self.event(
+            "authentication",
+            identity,
+            outcome,
             presented=_presented_as(scope),
             client=client[0] if client else None,
             method=scope.get("method"),
@@ -110,22 +123,14 @@ class AuditTrail(Middleware):
         finally:
             call = current_call()
             if call is not None:
-                identity = call.identity
-                try:
-                    await self.auditor.record(
-                        AuditRow(
-                            logged_at=dt.datetime.now(dt.UTC),
-                            request_id=call.request_id,
-                            event=f"{call.kind}_call",
-                            user_id=identity.user_id if identity else None,
-                            key_id=identity.key_id if identity else None,
-                            tool=call.name if call.declared else UNKNOWN,
-                            session_id=_session_of(call.arguments),
-                            duration_ms=round(call.duration_ms, 3),
-                            outcome=call.outcome,
-                        )
-                    )
-                except Exception:  # noqa: BLE001 - the trail must not break calls
-                    log.exception("audit record failed")
+                await self.auditor.event(
+                    f"{call.kind}_call",
+                    call.identity,
+                    call.outcome,
+                    request_id=call.request_id,
+                    tool=call.name if call.declared else UNKNOWN,
+                    session_id=_session_of(call.arguments),
+                    duration_ms=round(call.duration_ms, 3),
+                )
 
     on_call_tool = on_read_resource = on_get_prompt = _audited

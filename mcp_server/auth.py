@@ -49,9 +49,6 @@ class KeyRegistry:
     def __init__(self, entries: Iterable[ApiKeyEntry]) -> None:
         self._by_digest = {entry.digest: entry for entry in entries}
 
-    def __len__(self) -> int:
-        return len(self._by_digest)
-
     def resolve(self, key: str | None) -> Identity | None:
         if not key or len(key) > 512:
             return None

@@ -45,11 +45,6 @@ class Cache:
     def redis(self) -> aioredis.Redis:
         return self.runtime.cache_redis or self.runtime.redis
 
-    async def _key(self, question: Any, version: int | str | None = None) -> str:
-        if version is None:
-            version = await self.runtime.db.data_version()
-        return self.key(question, version)
-
     def key(self, question: Any, version: int | str) -> str:
         """Where the answer to `question` under data `version` is kept."""
         digest = hashlib.sha256(json.dumps(question, sort_keys=True, default=str).encode()).hexdigest()
@@ -90,15 +85,15 @@ class Cache:
         except InvalidToken:  # written under a key no longer configured
             return None
 
-    async def get(self, question: Any, version: int | str | None = None) -> Any | None:
-        key = await self._key(question, version)
+    async def get(self, question: Any, version: int | str) -> Any | None:
+        key = self.key(question, version)
         (replies,) = await one_trip((self.redis, lambda pipe: self.read(pipe, key)))
         return self.answer(replies)
 
     async def lookup(self, question: Any) -> tuple[int, Any | None]:
         """The data version read now (from PostgreSQL) and the answer cached under it (None on a miss).
 
-        Compute a missing answer after this call and `put` it under the returned version: an entry
+        Compute a missing answer after this call and `put_each` it under the returned version: an entry
         then never holds data older than its version, so no one is served stale data.
         """
         version = await self.runtime.db.data_version()
@@ -117,19 +112,10 @@ class Cache:
             return None
         return payload
 
-    async def put(self, question: Any, answer: Any, version: int | str | None = None) -> None:
-        await self.put_each([(question, answer)], version)
-
-    async def put_each(self, answers: list[tuple[Any, Any]], version: int | str | None = None) -> None:
-        """Store each (question, answer) under `version` (read now when None), in one round trip."""
+    async def put_each(self, answers: list[tuple[Any, Any]], version: int | str) -> None:
+        """Store each (question, answer) under `version`, in one round trip."""
         payloads = [(question, payload) for question, answer in answers if (payload := self.encoded(answer))]
         if not payloads:
-            return
-        try:
-            if version is None:
-                version = await self.runtime.db.data_version()  # PostgreSQL may be down
-        except Exception as error:  # noqa: BLE001 - a cache failure is a skipped store, not an error
-            self.written(error)
             return
         entries = [(self.key(question, version), payload) for question, payload in payloads]
 

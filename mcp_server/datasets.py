@@ -14,6 +14,7 @@ from core.errors import AnalyticsError, InvalidInput
 from mcp_server.runtime import Runtime
 from mcp_server.services import source_pages
 from warehouse.generator import GenerationPlan, generate
+from warehouse.profiles import Profiler
 from warehouse.shop import ShopPlan
 from warehouse.shop_store import DATASET, PG_SCHEMA, Progress, load_shop, reset_shop, shop_summary
 from warehouse.sources import MAIN, Source
@@ -34,13 +35,7 @@ async def generate_shop(
         "dataset": DATASET,
         "source": source.name,
         "tables": loaded.counts,
-        "rows": loaded.rows,
-        "seconds": round(loaded.seconds, 3),
-        "rows_per_second": round(loaded.rows / loaded.seconds) if loaded.seconds else None,
-        "customers": plan.customers,
-        "seed": plan.seed,
-        "start_date": plan.start_date.isoformat(),
-        "end_date": plan.end_date.isoformat(),
+        **load_answer(loaded.rows, loaded.seconds, plan, customers=plan.customers),
         "profiles_refreshed": refreshed,
     }
 
@@ -58,19 +53,28 @@ async def generate_telecom(
     counts = await load_telecom(source, data, progress=progress, plan=plan)
     seconds = time.perf_counter() - started
     refreshed = await data_changed(runtime, source, "telecom")
-    rows = sum(counts.values())
     return {
         "dataset": "telecom",
         "source": source.name,
         "tables": counts,
+        **load_answer(sum(counts.values()), seconds, plan, customers=plan.customers),
+        "profiles_refreshed": refreshed,
+    }
+
+
+def load_answer(
+    rows: int, seconds: float, plan: GenerationPlan | ShopPlan, **before_seed: Any
+) -> dict[str, Any]:
+    """A load's rows, seconds and rows/s, then `before_seed` (the shop and telecom answers show the plan's
+    customers there), then the plan's seed and window."""
+    return {
         "rows": rows,
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds) if seconds else None,
-        "customers": plan.customers,
+        **before_seed,
         "seed": plan.seed,
         "start_date": plan.start_date.isoformat(),
         "end_date": plan.end_date.isoformat(),
-        "profiles_refreshed": refreshed,
     }
 
 
@@ -133,15 +137,22 @@ async def data_changed(runtime: Runtime, changed: Source, dataset: str) -> list[
         if not runtime.sources.has_engine(name) or runtime.profiler is None:
             continue
         try:
-            await runtime.profiler.refresh(name)
+            await refresh_profiles(runtime, name)
         except AnalyticsError as error:
             log.warning("profiling source '%s' after a load failed: %s", name, error.message)
             continue
-        await runtime.services.catalog_cache.forget(source_pages(name))
-        if runtime.notices is not None:
-            await runtime.notices.profiles_refreshed(name)
         refreshed.append(name)
     return refreshed
+
+
+async def refresh_profiles(runtime: Runtime, name: str) -> tuple[str, list[dict[str, Any]]]:
+    """Profile source `name` now and drop its cached pages: (its source name, the stored profiles)."""
+    profiler = runtime.profiler or Profiler(runtime.db, runtime.sources)
+    name, tables = await profiler.refresh(name)
+    await runtime.services.catalog_cache.forget(source_pages(name))
+    if runtime.notices is not None:  # the other instances drop their cached pages of it too
+        await runtime.notices.profiles_refreshed(name)
+    return name, tables
 
 
 def check_dataset(dataset: str, source_name: str) -> None:

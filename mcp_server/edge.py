@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any, cast
 
 import pydantic
@@ -91,15 +90,13 @@ class Identify(Middleware):
         self, kind: str, name: str, arguments: dict[str, Any], context: Any, call_next: Any
     ) -> Any:
         identity, local = self._caller()
-        call = CallInfo(uuid.uuid4().hex[:16], kind, name, identity, arguments)
+        call = CallInfo(logs.new_request_id(), kind, name, identity, arguments)
         if kind != "list":
             component = await self.app.component(kind, name)
             if kind == "resource" and component is not None:
                 call.name = name_of(component)  # the URI template that serves the URI
             call.declared = bool(roles_of(component))
         user_id = identity.user_id if identity else None
-        request_token = logs.request_id_var.set(call.request_id)
-        user_token = logs.user_id_var.set(user_id)
         identity_token = bind_identity(identity)
         owner_token = bind_owner(user_id)  # the caller's connections count against its share
         call_token = bind_call(call)
@@ -109,7 +106,8 @@ class Identify(Middleware):
         auth_token = auth_context_var.set(self.local_user) if local else None
         transport_token = set_transport(cast(TransportType, None)) if local else None
         try:
-            return await call_next(context)
+            with logs.request_bound(call.request_id, user_id):
+                return await call_next(context)
         finally:
             if transport_token is not None:
                 reset_transport(transport_token)
@@ -118,8 +116,6 @@ class Identify(Middleware):
             reset_call(call_token)
             reset_owner(owner_token)
             reset_identity(identity_token)
-            logs.user_id_var.reset(user_token)
-            logs.request_id_var.reset(request_token)
 
     async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         message = context.message

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from importlib import resources
 from typing import Any
 
@@ -19,16 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from console import add_routes as add_console_routes
 from mcp_server.app import App
 from mcp_server.audit import Auditor
-from mcp_server.auth import CallerVerifier, Identity, http_identity
+from mcp_server.auth import CallerVerifier, http_identity
 from mcp_server.config import ConfigError
 from mcp_server.limits import RequestLimits
 from mcp_server.observability import refresh_gauges
-from mcp_server.urls import PLOTLY_JS_PATH
+from mcp_server.urls import MCP_PATH, PLOTLY_JS_PATH
 from warehouse.replica import READING_FROM_PRIMARY
 
-log = logging.getLogger(__name__)
-
-MCP_PATH = "/mcp"
 # RFC 9728 section 3.1: the well-known prefix, then the resource's path (FastMCP serves it).
 METADATA_PATH = "/.well-known/oauth-protected-resource" + MCP_PATH
 
@@ -62,7 +58,7 @@ class Credentials:
             nonlocal refused
             if message["type"] == "http.response.start":
                 refused = message["status"] == 401
-                await self._audit(None if refused else http_identity(scope), scope)
+                await self.auditor.authentication(None if refused else http_identity(scope), scope)
                 if refused:
                     message = {
                         "type": "http.response.start",
@@ -79,12 +75,6 @@ class Credentials:
             await send(message)
 
         await self.app(scope, receive, answer)
-
-    async def _audit(self, identity: Identity | None, scope: Scope) -> None:
-        try:
-            await self.auditor.authentication(identity, scope)
-        except Exception:  # noqa: BLE001 - the audit trail must not block authentication
-            log.exception("auditing an authentication failed")
 
 
 @functools.cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from fastmcp.server.middleware import Middleware, MiddlewareContext
@@ -13,6 +12,7 @@ from core.errors import InvalidInput
 from mcp_server.auth import http_identity
 from mcp_server.calls import current_call
 from mcp_server.runtime import Runtime
+from mcp_server.urls import MCP_PATH
 
 MAX_NESTING = 64  # deeper arguments are refused before anything walks them recursively
 
@@ -66,30 +66,24 @@ class ArgumentLimits(Middleware):
     on_call_tool = on_read_resource = on_get_prompt = _checked
 
 
-def _json_response(
-    status: int,
-    reason: str,
-    message: str,
-    headers: list[tuple[bytes, bytes]],
-    request_id: Any = None,
-    **data: Any,
-) -> list[Message]:
-    """A refusal as a JSON-RPC error (what an MCP client shows its user), with an HTTP status that says
-    the same: `error.message` is the one line, `error.data.reason` a stable word for scripts."""
+async def _refuse(
+    send: Send, status: int, reason: str, message: str, request_id: Any = None, retry_after: int | None = None
+) -> None:
+    """Send a refusal as a JSON-RPC error (what an MCP client shows its user), with an HTTP status that
+    says the same: `error.message` is the one line, `error.data.reason` a stable word for scripts (and
+    `retry_after`, when given, the seconds of the Retry-After header too)."""
+    data: dict[str, Any] = {"reason": reason}
+    headers = [(b"content-type", b"application/json")]
+    if retry_after is not None:
+        data["retry_after"] = retry_after
+        headers.append((b"retry-after", str(retry_after).encode()))
     payload = {
         "jsonrpc": "2.0",
         "id": request_id,
-        "error": {"code": -32000, "message": message, "data": {"reason": reason, **data}},
+        "error": {"code": -32000, "message": message, "data": data},
     }
-    body = json.dumps(payload).encode()
-    return [
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), *headers],
-        },
-        {"type": "http.response.body", "body": body},
-    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
 
 
 class _TooDeep(Exception):
@@ -131,18 +125,13 @@ class RequestLimits:
     lying Content-Length does not help), and 429 with Retry-After for a counted call (tool, resource,
     prompt, list) from a key that is over its rate limit (nothing recorded, nothing run)."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime, mcp_path: str = "/mcp") -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
-        self.mcp_path = mcp_path
         self.max_bytes = runtime.settings.max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not scope["path"].startswith(self.mcp_path)
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(MCP_PATH):
             await self.app(scope, receive, send)
             return
         identity = http_identity(scope)
@@ -173,25 +162,14 @@ class RequestLimits:
             calls_a_tool, request_id = _counted_call(body)
         except _TooDeep:
             detail = f"request JSON is nested too deeply; arguments may nest at most {MAX_NESTING} levels"
-            for message in _json_response(400, "invalid_request", detail, []):
-                await send(message)
+            await _refuse(send, 400, "invalid_request", detail)
             return
         if calls_a_tool:
-            limiter = self.runtime.services.rate_limiter
-            retry_after = await limiter.retry_after(identity.key_id)
-            if retry_after is not None:
-                limiter.count_refusal()
-                error = limiter.error(int(retry_after * 1000))
-                seconds = str(max(1, math.ceil(retry_after)))
-                for message in _json_response(
-                    429,
-                    "rate_limited",
-                    error.message,
-                    [(b"retry-after", seconds.encode())],
-                    request_id,
-                    retry_after=int(seconds),
-                ):
-                    await send(message)
+            refused = await self.runtime.services.rate_limiter.refusal(identity.key_id)
+            if refused is not None:
+                await _refuse(
+                    send, 429, "rate_limited", refused.message, request_id, int(refused.retry_after)
+                )
                 return
         replayed = False
 
@@ -206,5 +184,4 @@ class RequestLimits:
 
     async def _too_large(self, send: Send) -> None:
         detail = f"request body over {self.max_bytes:,} bytes (MAX_REQUEST_BYTES); send less data per call"
-        for message in _json_response(413, "request_too_large", detail, []):
-            await send(message)
+        await _refuse(send, 413, "request_too_large", detail)

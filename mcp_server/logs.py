@@ -8,6 +8,7 @@ passes `redact`, which masks DSN passwords, Bearer tokens and `amcp_` keys.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -16,6 +17,8 @@ import sys
 import threading
 import time
 import traceback
+import uuid
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +30,22 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "analytics_mcp_user_id", default=None
 )
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@contextlib.contextmanager
+def request_bound(request_id: str, user_id: str | None) -> Iterator[None]:
+    """Every log line (and audit row) inside names this request and its caller."""
+    request_token, user_token = request_id_var.set(request_id), user_id_var.set(user_id)
+    try:
+        yield
+    finally:
+        user_id_var.reset(user_token)
+        request_id_var.reset(request_token)
+
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 

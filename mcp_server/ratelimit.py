@@ -58,7 +58,7 @@ class RateLimiter:
             log.warning("rate limit check skipped", extra={"error": type(error).__name__})
             return
         if not int(admitted):
-            self.count_refusal()
+            self._refused.inc()
             raise self.error(int(retry_ms))
 
     async def retry_after(self, key_id: str) -> float | None:
@@ -70,6 +70,15 @@ class RateLimiter:
             return None
         return None if int(admitted) else max(int(retry_ms), 0) / 1000
 
+    async def refusal(self, key_id: str) -> RateLimited | None:
+        """The RateLimited a call from `key_id` meets now, counted as refused; None below the limit (records
+        nothing)."""
+        retry_after = await self.retry_after(key_id)
+        if retry_after is None:
+            return None
+        self._refused.inc()
+        return self.error(round(retry_after * 1000))
+
     def error(self, retry_ms: int) -> RateLimited:
         seconds = max(1, math.ceil(retry_ms / 1000))
         return RateLimited(
@@ -77,9 +86,6 @@ class RateLimiter:
             f"retry after {seconds} s",
             retry_after=seconds,
         )
-
-    def count_refusal(self) -> None:
-        self._refused.inc()
 
 
 class RateLimit(Middleware):

@@ -31,26 +31,18 @@ def encoded_size(result: Any) -> int:
 class ResponseLimit(Middleware):
     """Refuses a tool or resource answer over RESPONSE_MAX_BYTES, whatever the tool, format or value."""
 
-    def __init__(self, max_bytes: int = RESPONSE_MAX_BYTES) -> None:
-        self.max_bytes = max_bytes
-
-    def _refusal(self, size: int, what: str) -> str:
-        return (
-            f"the answer of {what} is {size:,} bytes, over the {self.max_bytes:,} a response may carry "
-            "(MCP clients refuse larger messages); ask for less: detail='summary', fewer rows or columns, "
-            "or save it in a session (session_id + save_as) and chart or read it by reference"
-        )
-
-    async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+    async def _limited(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         result = await call_next(context)
         size = encoded_size(result)
-        if size > self.max_bytes:
-            raise ToolError(self._refusal(size, f"tool '{context.message.name}'"))
+        if size > RESPONSE_MAX_BYTES:
+            tool = context.method == "tools/call"
+            what = f"tool '{context.message.name}'" if tool else "that resource"
+            refusal = (
+                f"the answer of {what} is {size:,} bytes, over the {RESPONSE_MAX_BYTES:,} a response may carry "
+                "(MCP clients refuse larger messages); ask for less: detail='summary', fewer rows or columns, "
+                "or save it in a session (session_id + save_as) and chart or read it by reference"
+            )
+            raise ToolError(refusal) if tool else ResourceError(refusal)
         return result
 
-    async def on_read_resource(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        result = await call_next(context)
-        size = encoded_size(result)
-        if size > self.max_bytes:
-            raise ResourceError(self._refusal(size, "that resource"))
-        return result
+    on_call_tool = on_read_resource = _limited

@@ -33,29 +33,25 @@ class CatalogCache:
     """Rendered schema pages kept SCHEMA_CACHE_SECONDS (agents read them often, DDL is rare); a load clears it."""
 
     def __init__(self, seconds: float) -> None:
-        # One page per table plus the overview: the size bound is only a backstop.
-        self._pages: cachetools.TTLCache[str, str] | None = (
-            cachetools.TTLCache(maxsize=1_024, ttl=seconds) if seconds > 0 else None
-        )
+        # One page per table plus the overview: the size bound is only a backstop. With 0 seconds
+        # (SCHEMA_CACHE_SECONDS=0) a TTLCache never answers what it holds: every read renders.
+        self._pages: cachetools.TTLCache[str, str] = cachetools.TTLCache(maxsize=1_024, ttl=seconds)
 
     async def page(self, key: str, render: Callable[[], Awaitable[str]]) -> str:
-        cached: str | None = self._pages.get(key) if self._pages is not None else None
+        cached = self._pages.get(key)
         if cached is not None:
             return cached
         text = await render()
-        if self._pages is not None:
-            self._pages[key] = text
+        self._pages[key] = text
         return text
 
     async def clear(self) -> None:
-        if self._pages is not None:
-            self._pages.clear()
+        self._pages.clear()
 
     async def forget(self, prefix: str) -> None:
         """Drop the pages whose key starts with `prefix` (a refreshed source's, see `source_pages`)."""
-        if self._pages is not None:
-            for key in [key for key in list(self._pages) if key.startswith(prefix)]:
-                self._pages.pop(key, None)
+        for key in [key for key in list(self._pages) if key.startswith(prefix)]:
+            self._pages.pop(key, None)
 
 
 def source_pages(source: str) -> str:

@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mcp_server.config import Settings
 
+MCP_PATH = "/mcp"  # where MCP is served over streamable HTTP
 PLOTLY_JS_PATH = "/assets/plotly.min.js"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"  # `analytics-mcp serve`'s default address
 

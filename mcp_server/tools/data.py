@@ -154,8 +154,6 @@ def register(app: App) -> None:
                 f"reset_data empties every {dataset} table of source '{found.name}'; nothing was changed: "
                 "call it again with confirm=true"
             )
-        if dataset == "telecom":
-            datasets.check_telecom_source(found)
         return await datasets.reset(runtime, found.name, dataset)
 
 
@@ -171,11 +169,6 @@ async def load_generated(
         "customers": report.customers,
         "network_events": report.network_events,
         "revenue": report.revenue,
-        "rows": report.rows,
-        "seconds": round(report.seconds, 3),
-        "rows_per_second": round(report.rows / report.seconds) if report.seconds else None,
-        "seed": plan.seed,
-        "start_date": plan.start_date.isoformat(),
-        "end_date": plan.end_date.isoformat(),
+        **datasets.load_answer(report.rows, report.seconds, plan),
         "data_version": await runtime.db.data_version(),
     }

@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastmcp.tools.base import ToolResult
@@ -95,16 +96,25 @@ def register(app: App) -> None:
                 "session_id and save_as go together: pass both to store the result, or neither"
             )
         name = runtime.sources.source(source).name  # NotFound lists the sources
+        asked = Asked(runtime, caller, name, query, parameters, timeout)
         if session_id is not None and save_as is not None:
-            answer = await _save_dataset(
-                runtime, engines, caller, query, parameters, timeout, session_id, save_as, source=name
-            )
+            answer = await _save_dataset(asked, engines, session_id, save_as)
         else:
-            answer = await _select(
-                runtime, engines, cache, caller, name, query, parameters, timeout, max_rows
-            )
+            answer = await _select(asked, engines, cache, max_rows)
         text = _markdown(answer, RESPONSE_MAX_BYTES - _json_bytes(answer))
         return ToolResult(content=[TextContent(type="text", text=text)], structured_content=answer)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One query_database call as every helper needs it: who asks what of which source, and for how long."""
+
+    runtime: Runtime
+    caller: Identity
+    source: str
+    query: str
+    parameters: dict[str, Any]
+    timeout: float
 
 
 class Engines:
@@ -119,63 +129,46 @@ class Engines:
         return self.runtime.sources.use(source)
 
 
-async def _select(
-    runtime: Runtime,
-    engines: Engines,
-    cache: Cache,
-    caller: Identity,
-    source: str,
-    query: str,
-    parameters: dict[str, Any],
-    timeout: float,
-    max_rows: int,
-) -> dict[str, Any]:
+async def _select(asked: Asked, engines: Engines, cache: Cache, max_rows: int) -> dict[str, Any]:
     """One path for every source: its engine's guard, one Redis round trip for the cached answer (keyed
     on the source's data version) and the caller's query seconds, the run, one more for the charge and
     the store."""
-    _max_rows_within_cap(runtime, max_rows)
+    _max_rows_within_cap(asked.runtime, max_rows)
     started = time.perf_counter()
-    async with engines.use(source) as engine:
-        async with _failure_logged(runtime, caller, query, started, source):
-            statement = await engine.guarded(query, parameters)
+    async with engines.use(asked.source) as engine:
+        async with _failure_logged(asked, started):
+            statement = await engine.guarded(asked.query, asked.parameters)
             # Read before the query and used for the store too: a load meanwhile cannot be cached stale.
             version = None if statement.volatile else await engine.data_version()
             key = None
             if version is not None:
-                question = _question(runtime, caller, source, statement, parameters, max_rows)
-                key = cache.key(question, f"{source}:{version}")
-            cached = await _before_run(runtime, cache, caller, key)  # a spent budget refuses the run
+                key = cache.key(_question(asked, statement, max_rows), f"{asked.source}:{version}")
+            cached = await _before_run(asked, cache, key)  # a spent budget refuses the run
         if cached is not None:
-            await _log(
-                runtime, caller, query, started, cached["row_count"], "ok", True, statement.hash, source
-            )
+            await _log(asked, started, cached["row_count"], "ok", True, statement.hash)
             return {**cached, "cached": True}
-        max_bytes = min(runtime.settings.query_max_bytes, INLINE_MAX_BYTES)
-        result, spent = await _run(
-            runtime, caller, engine, source, query, statement, parameters, timeout, max_rows, max_bytes
-        )
+        max_bytes = min(asked.runtime.settings.query_max_bytes, INLINE_MAX_BYTES)
+        result, spent = await _run(asked, engine, statement, max_rows, max_bytes)
     answer = _answer(result)
-    await _after_run(runtime, cache, caller, spent, key, answer)
+    await _after_run(asked, cache, spent, key, answer)
     return answer
 
 
 @contextlib.asynccontextmanager
-async def _failure_logged(
-    runtime: Runtime, caller: Identity, query: str, started: float, source: str
-) -> AsyncIterator[None]:
+async def _failure_logged(asked: Asked, started: float) -> AsyncIterator[None]:
     """A refusal before the run (guard, budget, data version) goes to the query log with its outcome."""
     try:
         yield
     except Exception as error:
-        await _log(runtime, caller, query, started, None, queries.outcome_of(error), source=source)
+        await _log(asked, started, None, queries.outcome_of(error))
         raise
 
 
-async def _before_run(runtime: Runtime, cache: Cache, caller: Identity, key: str | None) -> Any | None:
+async def _before_run(asked: Asked, cache: Cache, key: str | None) -> Any | None:
     """The answer cached under `key` (None: a miss, or no key), else the caller's query seconds
     checked (RateLimited when spent): both read in one round trip."""
-    seconds = runtime.services.query_seconds
-    parts = [(seconds.redis, lambda pipe: seconds.read(pipe, caller.user_id))]
+    seconds = asked.runtime.services.query_seconds
+    parts = [(seconds.redis, lambda pipe: seconds.read(pipe, asked.caller.user_id))]
     if key is not None:
         parts.append((cache.redis, lambda pipe: cache.read(pipe, key)))
     budget, *cached = await one_trip(*parts)
@@ -185,14 +178,12 @@ async def _before_run(runtime: Runtime, cache: Cache, caller: Identity, key: str
     return answer
 
 
-async def _after_run(
-    runtime: Runtime, cache: Cache, caller: Identity, spent: float, key: str | None, answer: Any
-) -> None:
+async def _after_run(asked: Asked, cache: Cache, spent: float, key: str | None, answer: Any) -> None:
     """The run's seconds charged and its answer stored under `key` (when given and not too large):
     one round trip."""
-    seconds = runtime.services.query_seconds
+    seconds = asked.runtime.services.query_seconds
     payload = cache.encoded(answer) if key is not None else None
-    parts = [(seconds.redis, lambda pipe: seconds.add(pipe, caller.user_id, spent))]
+    parts = [(seconds.redis, lambda pipe: seconds.add(pipe, asked.caller.user_id, spent))]
     if key is not None and payload is not None:
         parts.append((cache.redis, lambda pipe: cache.write(pipe, key, payload)))
     charged, *stored = await one_trip(*parts)
@@ -232,38 +223,22 @@ def _max_rows_within_cap(runtime: Runtime, max_rows: int) -> None:
         )
 
 
-def _question(
-    runtime: Runtime,
-    caller: Identity,
-    source: str,
-    statement: GuardedStatement,
-    parameters: dict[str, Any],
-    max_rows: int,
-) -> dict[str, Any]:
+def _question(asked: Asked, statement: GuardedStatement, max_rows: int) -> dict[str, Any]:
     """What the query cache keys on: the statement as the source's parser made it (never case-folded
     text) with every value bound to it, and the caller, so that no answer (nor its `cached` flag) ever
     reaches another user."""
     return {
-        "database": runtime.settings.database_url,  # hashed into the key: one cache per deployment
-        "source": source,
-        "user": caller.user_id,
+        "database": asked.runtime.settings.database_url,  # hashed into the key: one cache per deployment
+        "source": asked.source,
+        "user": asked.caller.user_id,
         "sql": statement.canonical or statement.sql,
-        "arguments": [parameters.get(name) for name in statement.names],  # in the order they are bound
+        "arguments": [asked.parameters.get(name) for name in statement.names],  # in the order they are bound
         "max_rows": max_rows,
     }
 
 
 async def _run(
-    runtime: Runtime,
-    caller: Identity,
-    engine: QueryEngine,
-    source: str,
-    query: str,
-    statement: GuardedStatement,
-    parameters: dict[str, Any],
-    timeout: float,
-    max_rows: int,
-    max_bytes: int,
+    asked: Asked, engine: QueryEngine, statement: GuardedStatement, max_rows: int, max_bytes: int
 ) -> tuple[queries.QueryResult, float]:
     """Run on `engine` within the caller's share of connections, logged; the result and the seconds it
     took (charged by the caller, with the next Redis work). A failed run is charged here."""
@@ -272,50 +247,37 @@ async def _run(
         result = await run_on(
             engine,
             statement,
-            parameters,
-            shares=runtime.db.shares,
-            timeout=timeout,
+            asked.parameters,
+            shares=asked.runtime.db.shares,
+            timeout=asked.timeout,
             max_rows=max_rows,
             max_bytes=max_bytes,
         )
     except BaseException as error:
         if isinstance(error, Exception):
-            outcome = queries.outcome_of(error)
-            await _log(runtime, caller, query, started, None, outcome, False, statement.hash, source)
-        await runtime.services.query_seconds.charge(caller.user_id, time.perf_counter() - started)
+            await _log(asked, started, None, queries.outcome_of(error), False, statement.hash)
+        await asked.runtime.services.query_seconds.charge(asked.caller.user_id, time.perf_counter() - started)
         raise
     outcome = queries.outcome_of(None, result.truncated)
-    await _log(runtime, caller, query, started, len(result.rows), outcome, False, result.query_hash, source)
+    await _log(asked, started, len(result.rows), outcome, False, result.query_hash)
     return result, time.perf_counter() - started
 
 
-async def _save_dataset(
-    runtime: Runtime,
-    engines: Engines,
-    caller: Identity,
-    query: str,
-    parameters: dict[str, Any],
-    timeout: float,
-    session_id: str,
-    save_as: str,
-    *,
-    source: str = MAIN,
-) -> dict[str, Any]:
+async def _save_dataset(asked: Asked, engines: Engines, session_id: str, save_as: str) -> dict[str, Any]:
+    runtime, caller = asked.runtime, asked.caller
     limit, max_bytes = runtime.settings.dataset_max_rows, runtime.settings.dataset_max_bytes
     started = time.perf_counter()
-    async with engines.use(source) as engine:
-        async with _failure_logged(runtime, caller, query, started, source):
-            statement = await engine.guarded(query, parameters)
+    async with engines.use(asked.source) as engine:
+        async with _failure_logged(asked, started):
+            statement = await engine.guarded(asked.query, asked.parameters)
             await runtime.services.query_seconds.check(caller.user_id)
-        result, spent = await _run(
-            runtime, caller, engine, source, query, statement, parameters, timeout, limit, max_bytes
-        )
+        result, spent = await _run(asked, engine, statement, limit, max_bytes)
     await runtime.services.query_seconds.charge(caller.user_id, spent)
     origin = {
         "tool": "query_database",
-        "source": source,
-        "query": query,
-        "parameter_names": sorted(parameters),
+        "source": asked.source,
+        "query": asked.query,
+        "parameter_names": sorted(asked.parameters),
         "query_hash": result.query_hash,
         "truncated": result.truncated,
     }
@@ -405,29 +367,26 @@ def _json_bytes(value: Any) -> int:
 
 
 async def _log(
-    runtime: Runtime,
-    caller: Identity,
-    query: str,
+    asked: Asked,
     started: float,
     row_count: int | None,
     outcome: str,
     cached: bool = False,
     known_hash: str | None = None,
-    source: str = MAIN,
 ) -> None:
     if not known_hash:  # hashing scans the query: off the event loop, like the guard
-        known_hash = await queries.in_guard_thread(queries.query_hash, query)
+        known_hash = await queries.in_guard_thread(queries.query_hash, asked.query)
     entry = queries.QueryLogEntry.of(
-        user_id=caller.user_id,
-        query=query,
+        user_id=asked.caller.user_id,
+        query=asked.query,
         duration_ms=(time.perf_counter() - started) * 1000,
         row_count=row_count,
         outcome=outcome,
         cached=cached,
         known_hash=known_hash,
-        source=source,
+        source=asked.source,
     )
-    await runtime.services.query_log.put(entry)  # waits only while the log's queue is full: never drops
+    await asked.runtime.services.query_log.put(entry)  # waits only while the log's queue is full: never drops
 
 
 def _markdown(answer: dict[str, Any], budget: int = RESPONSE_MAX_BYTES) -> str:

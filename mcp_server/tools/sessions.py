@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastmcp.resources import ResourceContent, ResourceResult
+from fastmcp.resources import ResourceResult
 from pydantic import Field
 
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
+from mcp_server.tools.visualize import file_content
 from sessions.access import KeyName, SessionId
 from sessions.rotation import rotate_keys
 
@@ -47,9 +48,7 @@ def register(app: App) -> None:
         mime_type, content = await runtime.services.session_store.read_linked(
             current_identity(), session_id, key
         )
-        if isinstance(content, bytes) and not mime_type.startswith("image/png"):
-            content = content.decode("utf-8")  # SVG and HTML read as text
-        return ResourceResult([ResourceContent(content, mime_type=mime_type)])
+        return ResourceResult([file_content(content, mime_type)])
 
     @app.tool(roles=ANALYST)
     async def session_update(

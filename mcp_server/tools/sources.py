@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from core.errors import AnalyticsError, Forbidden, NotFound, Unavailable
+from mcp_server import datasets
 from mcp_server.app import App
 from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
 from mcp_server.services import source_pages
@@ -76,10 +77,7 @@ def register(app: App) -> None:
     async def refresh_source(source: str) -> dict[str, Any]:
         """Profile every table of a data source now (rows, null shares, distinct values, ranges, top
         values, roles) and answer the profiles; the background keeps them fresh on start and reload."""
-        name, tables = await _profiler().refresh(source)
-        await cache.forget(source_pages(name))
-        if runtime.notices is not None:  # the other instances drop their cached pages of it too
-            await runtime.notices.profiles_refreshed(name)
+        name, tables = await datasets.refresh_profiles(runtime, source)
         return {"source": name, "tables": tables}
 
     @app.resource("schema://{source}/{table}", roles=EVERYONE, mime_type=MARKDOWN, name="source_table")
@@ -129,8 +127,3 @@ def register(app: App) -> None:
             ]
             described = merged(await engine.comments(), written)
         return render_data_dictionary(found.name, engine.kind, found.description, measured, described)
-
-    def _profiler() -> profiles.Profiler:
-        if runtime.profiler is None:
-            runtime.profiler = profiles.Profiler(runtime.db, runtime.sources)
-        return runtime.profiler

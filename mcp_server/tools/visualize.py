@@ -269,8 +269,9 @@ def plotted_text(plotted: dict[str, Any], series: int = 3, labels: int = 12) -> 
     return "; ".join(parts) + (f"; +{hidden} more series" if hidden > 0 else "")
 
 
-def file_content(content: bytes, mime_type: str) -> ResourceContent:
-    """A stored file as resource content: text for SVG and HTML (readable as is), bytes for images."""
-    if mime_type.startswith("image/png"):
-        return ResourceContent(content, mime_type=mime_type)
-    return ResourceContent(content.decode("utf-8"), mime_type=mime_type)
+def file_content(content: bytes | str, mime_type: str) -> ResourceContent:
+    """A stored file (or a value's JSON) as resource content: text for SVG and HTML (readable as is), bytes
+    for images."""
+    if isinstance(content, bytes) and not mime_type.startswith("image/png"):
+        content = content.decode("utf-8")
+    return ResourceContent(content, mime_type=mime_type)

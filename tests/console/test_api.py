@@ -308,3 +308,20 @@ async def test_generate_takes_the_shop_dataset_into_the_built_in_database(http, 
     assert emptied.status_code == 200, emptied.text
     assert emptied.json()["tables"]["customers"] == {"before": 60, "after": 0}
     assert (await plain_sql(console_runtime, "SELECT count(*) FROM shop.orders"))[0][0] == 0
+
+
+async def test_an_operator_request_is_logged_and_audited_under_a_request_id_of_its_own(
+    http, api_keys, console_runtime
+):
+    for _ in range(2):
+        response = await http.get("/api/v1/query-log", headers=key(api_keys, "viewer"))
+        assert response.status_code == 403
+    await console_runtime.services.auditor.flush()
+    rows = await plain_sql(
+        console_runtime,
+        "SELECT request_id FROM mcp_internal.audit_log WHERE event = 'api_call' AND user_id = 'viewer' "
+        "AND outcome = 'forbidden' ORDER BY id DESC LIMIT 2",
+    )
+    ids = [row["request_id"] for row in rows]
+    assert len(ids) == 2 and all(id_ and len(id_) == 16 for id_ in ids), ids
+    assert ids[0] != ids[1], "one request id per request"

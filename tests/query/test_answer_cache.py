@@ -92,14 +92,14 @@ async def test_a_lookup_serves_only_the_entry_under_the_version_it_reads_now(mak
         question = {"q": "the same question"}
         version, found = await cache.lookup(question)
         assert found is None and version == await rt.db.data_version()
-        await cache.put(question, {"answer": "old data"}, version)
+        await cache.put_each([(question, {"answer": "old data"})], version)
         assert await cache.lookup(question) == (version, {"answer": "old data"})
 
         await bump_version(rt)  # data regenerated elsewhere: only the row changes
         # The entry under the old version is still in Redis, and is not served.
         assert await cache.get(question, version) == {"answer": "old data"}
         assert await cache.lookup(question) == (version + 1, None)
-        await cache.put(question, {"answer": "new data"}, version + 1)
+        await cache.put_each([(question, {"answer": "new data"})], version + 1)
         assert await cache.lookup(question) == (version + 1, {"answer": "new data"})
 
 

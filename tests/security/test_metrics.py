@@ -44,10 +44,10 @@ async def test_metrics_count_known_calls_errors_sessions_cache_events_pool_and_h
             await call(client, "session_create", data_source="database")
         await refusal(client, "generate_data")  # refused by role: counted as a Forbidden error
     cache = Cache(rt, "probe", 60)
-    await cache.get({"q": 1})
-    await cache.put({"q": 1}, {"a": 1})
-    await cache.get({"q": 1})
-    await cache.get({"q": 1})
+    version, _ = await cache.lookup({"q": 1})  # a miss
+    await cache.put_each([({"q": 1}, {"a": 1})], version)
+    await cache.get({"q": 1}, version)
+    await cache.get({"q": 1}, version)
     async with serving(rt) as url, httpx.AsyncClient() as http:
         response = await http.get(f"{url}/metrics", headers={"X-API-Key": api_keys["viewer"]})
     assert response.status_code == 200

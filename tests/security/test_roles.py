@@ -75,7 +75,8 @@ async def test_every_listed_tool_has_exactly_the_expected_roles(connect, apps):
     undeclared = sorted(listed - set(EXPECTED_TOOL_ROLES))
     assert not undeclared, f"tools without an expected role set in this test: {undeclared}"
     assert REQUIRED_TOOLS <= listed, f"contract tools missing: {sorted(REQUIRED_TOOLS - listed)}"
-    declared = {name: await apps["admin"].roles_for("tool", name) for name in listed}
+    roles = await apps["admin"].roles("tool")
+    declared = {name: roles.get(name, frozenset()) for name in listed}
     assert declared == {name: EXPECTED_TOOL_ROLES[name] for name in listed}
 
 
@@ -89,8 +90,8 @@ async def test_every_resource_and_prompt_has_exactly_the_expected_roles(apps):
     served_prompts = {p.name for p in await registry.list_prompts()}
     assert served_resources == set(EXPECTED_RESOURCE_ROLES), "a resource without an expected role set here"
     assert served_prompts == set(EXPECTED_PROMPT_ROLES), "a prompt without an expected role set here"
-    assert {uri: await app.roles_for("resource", uri) for uri in served_resources} == EXPECTED_RESOURCE_ROLES
-    assert {name: await app.roles_for("prompt", name) for name in served_prompts} == EXPECTED_PROMPT_ROLES
+    assert await app.roles("resource") == EXPECTED_RESOURCE_ROLES
+    assert await app.roles("prompt") == EXPECTED_PROMPT_ROLES
 
 
 @pytest.mark.parametrize("user", ["admin", "analyst", "viewer"])

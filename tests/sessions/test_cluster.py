@@ -174,7 +174,7 @@ async def test_rate_limits_query_seconds_caches_and_artifacts_work_on_a_cluster(
 
     cache = Cache(cluster_runtime, "cluster-test", 60)
     for i in range(20):
-        await cache.put({"user": "analyst", "q": i}, {"answer": i * 7}, version=1)
+        await cache.put_each([({"user": "analyst", "q": i}, {"answer": i * 7})], version=1)
     assert [await cache.get({"user": "analyst", "q": i}, version=1) for i in range(20)] == [
         {"answer": i * 7} for i in range(20)
     ]
