@@ -28,18 +28,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.fernet import Fernet  # noqa: E402
 from fastmcp import Client  # noqa: E402
 
 from analytics.chart_data import CHART_TYPES, ChartSpec  # noqa: E402
 from analytics.charts import render_chart  # noqa: E402
-from bench.common import redis_url_for_bench, scratch_database  # noqa: E402
+from bench.common import bench_runtime, scratch_database  # noqa: E402
 from mcp_server.auth import Identity  # noqa: E402
-from mcp_server.config import Settings, digest_key  # noqa: E402
-from mcp_server.runtime import start_runtime  # noqa: E402
 from mcp_server.server import build_app  # noqa: E402
 from mcp_server.tools.visualize import render_workers  # noqa: E402
-from warehouse.generator import generate, make_plan  # noqa: E402
 
 FORMATS = ("png", "svg", "html")
 
@@ -128,73 +124,56 @@ def chart_requests(count: int) -> list[dict[str, Any]]:
 
 async def responsiveness(customers: int, concurrent: int, rounds: int = 5, workers: int = 0) -> None:
     runs: list[tuple[list[float], list[float], float]] = []
-    async with scratch_database() as url:
-        key = "bench-analyst-key"
-        settings = Settings.from_env(
-            {
-                "DATABASE_URL": url,
-                "REDIS_URL": redis_url_for_bench() or "",
-                "REDIS_KEY_PREFIX": f"amcp-bench-{os.getpid()}:",
-                "API_KEYS": f"bench:analyst:{digest_key(key)}",
-                "SESSION_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-                "RATE_LIMIT_PER_MINUTE": "1000000",
-                "DB_POOL_MIN_SIZE": "2",
-                "DB_POOL_MAX_SIZE": "4",
-                "CHART_WORKERS": str(workers),
-            }
-        )
-        runtime = await start_runtime(settings, seed_demo=False)
-        try:
-            await runtime.db.replace_data(await asyncio.to_thread(generate, make_plan(customers, 7)))
-            app = build_app(runtime, local_identity=Identity("bench", "analyst", "bench"))
-            requests = chart_requests(concurrent)
-            async with Client(app.mcp) as client:
-                await client.call_tool("create_visualization", requests[0])  # warm-up
+    extra = {"DB_POOL_MIN_SIZE": "2", "DB_POOL_MAX_SIZE": "4", "CHART_WORKERS": str(workers)}
+    # bench_runtime removes the run's Redis keys (the charts' artifacts among them) when it is done.
+    async with scratch_database() as url, bench_runtime(url, customers, seed=7, extra_env=extra) as runtime:
+        app = build_app(runtime, local_identity=Identity("bench", "analyst", "bench"))
+        requests = chart_requests(concurrent)
+        async with Client(app.mcp) as client:
+            await client.call_tool("create_visualization", requests[0])  # warm-up
 
-                async def queries_while(work: Any) -> tuple[list[float], float]:
-                    stop, latencies = asyncio.Event(), []
-                    loop_task = asyncio.create_task(query_loop(runtime, stop, latencies))
-                    await asyncio.sleep(0.2)
-                    latencies.clear()
-                    started = time.perf_counter()
-                    await work()
-                    elapsed = time.perf_counter() - started
-                    stop.set()
-                    await loop_task
-                    return latencies, elapsed
+            async def queries_while(work: Any) -> tuple[list[float], float]:
+                stop, latencies = asyncio.Event(), []
+                loop_task = asyncio.create_task(query_loop(runtime, stop, latencies))
+                await asyncio.sleep(0.2)
+                latencies.clear()
+                started = time.perf_counter()
+                await work()
+                elapsed = time.perf_counter() - started
+                stop.set()
+                await loop_task
+                return latencies, elapsed
 
-                async def idle() -> None:
-                    await asyncio.sleep(4.0)
+            async def idle() -> None:
+                await asyncio.sleep(4.0)
 
-                async def pooled() -> None:
-                    results = await asyncio.gather(
-                        *(client.call_tool("create_visualization", r, raise_on_error=False) for r in requests)
+            async def pooled() -> None:
+                results = await asyncio.gather(
+                    *(client.call_tool("create_visualization", r, raise_on_error=False) for r in requests)
+                )
+                failed = [r for r in results if r.is_error]
+                assert not failed, failed[0].content
+
+            async def on_loop() -> None:
+                frame = sample_frame(1_000)
+                for r in requests:  # the naive tool: render inside the coroutine
+                    spec = ChartSpec(
+                        r["chart_type"],
+                        x=r.get("x_axis"),
+                        y=(r["y_axis"],) if r.get("y_axis") else (),
+                        hue=r.get("hue"),
+                        value=r.get("value"),
+                        format=r["format"],
                     )
-                    failed = [r for r in results if r.is_error]
-                    assert not failed, failed[0].content
+                    render_chart(frame, spec)
+                    await asyncio.sleep(0)
 
-                async def on_loop() -> None:
-                    frame = sample_frame(1_000)
-                    for r in requests:  # the naive tool: render inside the coroutine
-                        spec = ChartSpec(
-                            r["chart_type"],
-                            x=r.get("x_axis"),
-                            y=(r["y_axis"],) if r.get("y_axis") else (),
-                            hue=r.get("hue"),
-                            value=r.get("value"),
-                            format=r["format"],
-                        )
-                        render_chart(frame, spec)
-                        await asyncio.sleep(0)
-
-                # Alternate baseline and charts a few times: one p95 on a shared machine is noisy.
-                for _ in range(rounds):
-                    alone, _ = await queries_while(idle)
-                    during, chart_seconds = await queries_while(pooled)
-                    runs.append((alone, during, chart_seconds))
-                naive, naive_seconds = await queries_while(on_loop)
-        finally:
-            await runtime.close()
+            # Alternate baseline and charts a few times: one p95 on a shared machine is noisy.
+            for _ in range(rounds):
+                alone, _ = await queries_while(idle)
+                during, chart_seconds = await queries_while(pooled)
+                runs.append((alone, during, chart_seconds))
+            naive, naive_seconds = await queries_while(on_loop)
     print(
         f"\nevent loop while {concurrent} concurrent create_visualization calls render "
         f"(pool of {render_workers(workers)} worker process{'es' if render_workers(workers) != 1 else ''}):"
