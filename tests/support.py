@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
+import uvicorn
 from fastmcp import Client
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_server.http import build_http_app
+from mcp_server.server import build_app
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -74,3 +84,49 @@ def stdio_env(runtime: Any, api_keys: dict[str, str], user: str) -> dict[str, st
         "DB_POOL_MIN_SIZE": "1",
         "DB_POOL_MAX_SIZE": "2",
     }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any, port: int | None = None, lifespan: str = "on") -> AsyncIterator[str]:
+    """Any ASGI app under uvicorn on a loopback port (a free one unless given); yields its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan=lifespan)
+    )
+    server.capture_signals = lambda: contextlib.nullcontext()  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+        if task.done():
+            task.result()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def serving(runtime: Any) -> AsyncIterator[str]:
+    """The runtime's whole HTTP app (MCP, /api/v1, /console) on a free loopback port; yields the base URL."""
+    port = free_port()
+    async with served(build_http_app(build_app(runtime), base_url=f"http://127.0.0.1:{port}"), port) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def mcp_session(url: str, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
+    """The official MCP client over streamable HTTP, initialized."""
+    import httpx2
+
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        async with streamable_http_client(f"{url}/mcp", http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                yield session

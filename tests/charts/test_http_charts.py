@@ -9,8 +9,7 @@ from importlib import resources
 import httpx
 import pytest
 
-from tests.mcp_server.test_http import mcp_session, serving
-from tests.support import call
+from tests.support import call, mcp_session, serving
 
 pytestmark = pytest.mark.http
 

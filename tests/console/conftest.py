@@ -3,9 +3,6 @@ actions) with a files source beside `main`, served over real HTTP on a free loop
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,11 +10,9 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
 
-from mcp_server.http import build_http_app
 from mcp_server.runtime import Runtime
-from mcp_server.server import build_app
+from tests.support import serving
 
 CUSTOMERS = 300
 SEED = 11
@@ -32,38 +27,6 @@ PLANS = pd.DataFrame(
         ),
     }
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.asynccontextmanager
-async def serving(runtime: Runtime) -> AsyncIterator[str]:
-    """The runtime's HTTP app (MCP, /api/v1, /console) on a free loopback port; yields the base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_http_app(build_app(runtime), base_url=f"http://127.0.0.1:{port}"),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            lifespan="on",
-        )
-    )
-    server.capture_signals = lambda: contextlib.nullcontext()  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-        if task.done():
-            task.result()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="module")

@@ -270,7 +270,7 @@ async def test_api_calls_spend_the_keys_rate_limit_and_get_429_with_retry_after(
 
     import httpx
 
-    from tests.console.conftest import serving
+    from tests.support import serving
 
     prefix = f"{redis_prefix}limited-{uuid.uuid4().hex[:6]}:"  # counters of its own, cleaned with the rest
     async with (

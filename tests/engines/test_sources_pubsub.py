@@ -10,7 +10,6 @@ import asyncio
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +28,7 @@ from mcp_server.app import App
 from mcp_server.config import Settings
 from mcp_server.runtime import Runtime, start_runtime
 from tests.conftest import app_for
-from tests.support import call, refusal
+from tests.support import call, free_port, refusal
 from warehouse import sqlguard
 from warehouse.notices import MAX_NOTICE_BYTES, ProfilesRefreshed, SourcesChanged, read_notice
 
@@ -339,12 +338,6 @@ async def test_query_allowed_functions_apply_to_a_second_postgresql_source(
 # --- Redis down -----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @asynccontextmanager
 async def private_redis(port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
     """A redis-server of this test's own on `port` (the shared one is never stopped)."""
@@ -383,7 +376,7 @@ async def test_with_redis_down_polling_still_reloads_and_notices_resume_when_it_
     tmp_path: Path,
     keep_function_policy: None,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     toml = tmp_path / "sources.toml"
     toml.write_text(_toml())
     shared = base_settings.with_changes(

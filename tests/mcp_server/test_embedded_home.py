@@ -17,7 +17,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.mcp_server.test_http import free_port, mcp_session
+from tests.support import free_port, mcp_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.http]
 

@@ -5,69 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-import uvicorn
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
-from mcp_server.http import build_http_app
 from mcp_server.runtime import redis_client
-from mcp_server.server import build_app
+from tests.support import free_port, mcp_session, serving
 
 pytestmark = pytest.mark.http
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@asynccontextmanager
-async def serving(runtime):
-    """Serve the runtime over HTTP on a free loopback port; yields the base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_http_app(build_app(runtime), base_url=f"http://127.0.0.1:{port}"),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            lifespan="on",
-        )
-    )
-    server.capture_signals = lambda: __import__("contextlib").nullcontext()
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-        if task.done():
-            task.result()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@asynccontextmanager
-async def mcp_session(url: str, headers: dict[str, str]):
-    import httpx2
-
-    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        async with streamable_http_client(f"{url}/mcp", http_client=http) as streams:
-            async with ClientSession(streams[0], streams[1]) as session:
-                await session.initialize()
-                yield session
 
 
 @pytest.fixture(scope="module")

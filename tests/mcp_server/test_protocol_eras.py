@@ -27,9 +27,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from tests.conftest import SEED_CUSTOMERS
-from tests.mcp_server.test_http import serving
 from tests.security.conftest import instance
-from tests.support import call, refusal, stdio_env
+from tests.support import call, refusal, serving, stdio_env
 
 LEGACY = "2025-11-25"
 MODERN = "2026-07-28"

@@ -26,14 +26,10 @@ import psutil
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.support import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 CALL_TIMEOUT = 20.0  # a call that hangs fails the test instead of hanging it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def with_database(url: str, name: str) -> str:

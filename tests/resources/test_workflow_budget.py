@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from prompts.workflows import SESSION_ID, tool_calls
-from tests.mcp_server.test_http import mcp_session, serving
 from tests.resources.test_workflows import substitute
+from tests.support import mcp_session, serving
 
 pytestmark = pytest.mark.http
 

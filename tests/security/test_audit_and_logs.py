@@ -12,8 +12,8 @@ import httpx
 from mcp_server.auth import KeyRegistry
 from mcp_server.config import ApiKeyEntry, digest_key
 from mcp_server.logs import redact, sanitize_error
-from tests.mcp_server.test_http import mcp_session, serving
 from tests.security.conftest import instance
+from tests.support import mcp_session, serving
 
 
 async def audit_rows(runtime, **where):

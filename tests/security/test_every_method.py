@@ -16,9 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_server.config import MCP_MAX_BODY_BYTES, Settings
 from tests.conftest import app_for
-from tests.mcp_server.test_http import mcp_session, serving
 from tests.security.conftest import instance
-from tests.support import call, error_text, refusal
+from tests.support import call, error_text, mcp_session, refusal, serving
 
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 

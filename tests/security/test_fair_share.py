@@ -16,9 +16,8 @@ from core.batching import BatchWriter
 from core.errors import RateLimited
 from mcp_server.config import Settings
 from tests.conftest import app_for
-from tests.mcp_server.test_http import serving
 from tests.security.conftest import instance
-from tests.support import call, error_text, refusal
+from tests.support import call, error_text, refusal, serving
 from warehouse.db import Database
 from warehouse.shares import bind_owner, reset_owner
 

@@ -241,7 +241,7 @@ HOSTILE_BODIES = [
 async def test_hostile_raw_http_bodies_get_clean_answers_and_the_server_keeps_serving(runtime, api_keys):
     import httpx
 
-    from tests.mcp_server.test_http import mcp_session, serving
+    from tests.support import mcp_session, serving
 
     headers = {
         "X-API-Key": api_keys["analyst"],

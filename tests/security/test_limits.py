@@ -9,9 +9,8 @@ from fastmcp import Client
 
 from mcp_server.auth import ANALYST
 from tests.conftest import app_for
-from tests.mcp_server.test_http import serving
 from tests.security.conftest import instance
-from tests.support import call, refusal
+from tests.support import call, refusal, serving
 
 
 async def test_a_request_body_over_the_limit_gets_413_before_mcp(runtime, api_keys):

@@ -13,9 +13,8 @@ from mcp_server.cache import Cache
 from mcp_server.metrics import LATENCY_BUCKETS
 from mcp_server.observability import latency_percentiles
 from tests.conftest import app_for
-from tests.mcp_server.test_http import serving
 from tests.security.conftest import instance
-from tests.support import call, refusal
+from tests.support import call, refusal, serving
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

@@ -3,7 +3,6 @@ or a JWKS served on loopback; bad tokens get 401 naming the RFC 9728 metadata; A
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastmcp.server.auth.providers.jwt import RSAKeyPair
 from joserfc import jwk
 from starlette.applications import Starlette
@@ -21,8 +19,8 @@ from starlette.routing import Route
 from mcp_server.auth import OAuthVerifier
 from mcp_server.config import ConfigError, parse_oauth
 from mcp_server.runtime import Runtime
-from tests.mcp_server.test_http import free_port, mcp_session, serving
 from tests.security.conftest import instance
+from tests.support import mcp_session, served, serving
 
 pytestmark = pytest.mark.http
 
@@ -240,23 +238,8 @@ async def jwks_issuer(keys: RSAKeyPair, kid: str):
     async def jwks(request: Any) -> JSONResponse:
         return JSONResponse(key_set)
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=[Route("/jwks.json", jwks)]), host="127.0.0.1", port=port, log_config=None
-        )
-    )
-    server.capture_signals = lambda: __import__("contextlib").nullcontext()
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-        if task.done():
-            task.result()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with served(Starlette(routes=[Route("/jwks.json", jwks)]), lifespan="auto") as url:
+        yield url
 
 
 async def test_tokens_are_checked_against_the_issuers_jwks(runtime, issuer_keys, stranger_keys):

@@ -10,9 +10,8 @@ from fastmcp import Client
 
 from mcp_server.auth import ANALYST
 from tests.conftest import app_for
-from tests.mcp_server.test_http import mcp_session, serving
 from tests.security.conftest import instance
-from tests.support import call, refusal
+from tests.support import call, mcp_session, refusal, serving
 
 LIMIT = 5
 WINDOW = 2  # seconds

@@ -19,8 +19,7 @@ from starlette.routing import Route
 
 from core import tracing
 from tests.conftest import app_for
-from tests.mcp_server.test_http import free_port
-from tests.support import call
+from tests.support import call, free_port
 
 pytest.importorskip("opentelemetry.sdk", reason="tracing needs the 'tracing' extra (opentelemetry-sdk)")
 

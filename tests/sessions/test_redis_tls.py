@@ -21,16 +21,10 @@ from fastmcp import Client
 from core.errors import Unavailable
 from mcp_server.runtime import Runtime, start_runtime
 from tests.conftest import app_for
-from tests.support import call
+from tests.support import call, free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs the redis-server binary")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _certificates(folder: Path) -> tuple[Path, Path, Path]:
@@ -79,7 +73,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, s
     """A private redis-server that speaks only TLS and needs a password: (port, password, CA file)."""
     folder = tmp_path_factory.mktemp("tls-redis")
     ca, cert, key = _certificates(folder)
-    port, password = _free_port(), "s3cret-" + folder.name
+    port, password = free_port(), "s3cret-" + folder.name
     process = subprocess.Popen(
         [
             str(REDIS_SERVER),

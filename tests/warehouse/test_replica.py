@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,8 +30,7 @@ from mcp_server.config import Settings
 from mcp_server.runtime import Runtime, start_runtime
 from tests.analytics.helpers import analyze, close
 from tests.conftest import app_for
-from tests.mcp_server.test_http import serving
-from tests.support import call
+from tests.support import call, free_port, serving
 from warehouse.generator import generate, make_plan
 from warehouse.replica import READING_FROM_PRIMARY
 
@@ -42,12 +40,6 @@ BIN = Path("/usr/lib/postgresql/15/bin")
 DATABASE = "analytics"
 FALLBACK_BOUND = 20  # seconds: the bound for reads to move to the primary
 BOUND = 30  # seconds: a wait that never ends fails the test here
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_postgres(*command: str | Path) -> None:
@@ -64,7 +56,7 @@ class Server:
 
     def __init__(self, folder: Path, name: str) -> None:
         self.data = folder / name
-        self.port = _free_port()
+        self.port = free_port()
         self.log = folder / f"{name}.log"
         self.sockets = folder
 
