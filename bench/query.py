@@ -16,7 +16,6 @@ import contextlib
 import os
 import platform
 import secrets
-import socket
 import statistics
 import sys
 import time
@@ -32,8 +31,10 @@ from cryptography.fernet import Fernet  # noqa: E402
 
 from bench.common import redis_url_for_bench, scratch_database  # noqa: E402
 from mcp_server.config import Settings, digest_key  # noqa: E402
+from mcp_server.http import build_http_app  # noqa: E402
 from mcp_server.runtime import start_runtime  # noqa: E402
 from mcp_server.server import build_app  # noqa: E402
+from tests.support import mcp_session, served  # noqa: E402
 from warehouse.generator import generate, make_plan  # noqa: E402
 
 QUERY_TOOL = (
@@ -66,48 +67,6 @@ def p95(samples: list[float]) -> float:
 # Targets (issue 20): time added over bare asyncpg, in ms.
 ADDED_P50 = {"memory": 4.0, "http": 8.0}
 ADDED_P95 = 12.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def serving(app):  # type: ignore[no-untyped-def]
-    import uvicorn
-
-    from mcp_server.http import build_http_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(build_http_app(app), host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    server.capture_signals = lambda: contextlib.nullcontext()  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-        if task.done():
-            task.result()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@contextlib.asynccontextmanager
-async def mcp_http_session(url: str, key: str):  # type: ignore[no-untyped-def]
-    import httpx2
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
-
-    async with httpx2.AsyncClient(headers={"X-API-Key": key}, timeout=30) as http:
-        async with streamable_http_client(f"{url}/mcp", http_client=http) as streams:
-            async with ClientSession(streams[0], streams[1]) as session:
-                await session.initialize()
-                yield session
 
 
 async def main() -> None:
@@ -160,8 +119,8 @@ async def main() -> None:
             series: dict[str, list[float]] = {}
             async with (
                 Client(app.mcp) as client,
-                serving(app) as base,
-                mcp_http_session(base, key) as session,
+                served(build_http_app(app)) as base,
+                mcp_session(base, {"X-API-Key": key}) as session,
             ):
 
                 async def in_memory(i: int) -> object:
