@@ -4,7 +4,6 @@ role check FastMCP runs for each tool, resource and prompt (its per-component `a
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import hmac
 import logging
@@ -160,27 +159,6 @@ def http_identity(scope: MutableMapping[str, Any]) -> Identity | None:
     """The caller FastMCP's authentication middleware found for this HTTP request, if any."""
     user = scope.get("user")
     return identity_of(user.access_token) if isinstance(user, AuthenticatedUser) else None
-
-
-_current: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
-    "analytics_mcp_identity", default=None
-)
-
-
-def current_identity() -> Identity:
-    """The caller of the tool, resource or prompt being served (bound by the Identify middleware)."""
-    identity = _current.get()
-    if identity is None:
-        raise Forbidden("no authenticated caller; send X-API-Key or Authorization: Bearer")
-    return identity
-
-
-def bind_identity(identity: Identity | None) -> contextvars.Token[Identity | None]:
-    return _current.set(identity)
-
-
-def reset_identity(token: contextvars.Token[Identity | None]) -> None:
-    _current.reset(token)
 
 
 def role_refusal(identity: Identity, allowed: frozenset[Role], what: str) -> Forbidden:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import Forbidden
 from mcp_server.auth import Identity
 
 
@@ -32,6 +33,14 @@ _current: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar("mcp_
 
 def current_call() -> CallInfo | None:
     return _current.get()
+
+
+def current_identity() -> Identity:
+    """The caller of the tool, resource or prompt being served (bound by the Identify middleware)."""
+    call = _current.get()
+    if call is None or call.identity is None:
+        raise Forbidden("no authenticated caller; send X-API-Key or Authorization: Bearer")
+    return call.identity
 
 
 def bind_call(call: CallInfo) -> contextvars.Token[CallInfo | None]:

@@ -31,9 +31,7 @@ from mcp_server.app import App, name_of
 from mcp_server.auth import (
     Identity,
     access_token,
-    bind_identity,
     identity_of,
-    reset_identity,
     role_refusal,
     roles_of,
 )
@@ -97,7 +95,6 @@ class Identify(Middleware):
                 call.name = name_of(component)  # the URI template that serves the URI
             call.declared = bool(roles_of(component))
         user_id = identity.user_id if identity else None
-        identity_token = bind_identity(identity)
         owner_token = bind_owner(user_id)  # the caller's connections count against its share
         call_token = bind_call(call)
         # The one thin path for the local caller (MCP_API_KEY's holder): its token, for FastMCP's role
@@ -115,7 +112,6 @@ class Identify(Middleware):
                 auth_context_var.reset(auth_token)
             reset_call(call_token)
             reset_owner(owner_token)
-            reset_identity(identity_token)
 
     async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         message = context.message

@@ -18,8 +18,9 @@ from analytics.parameters import analysis_type as find_analysis
 from analytics.summary import Outcome
 from core.errors import InvalidInput
 from mcp_server.app import App
-from mcp_server.auth import ANALYST, current_identity
+from mcp_server.auth import ANALYST
 from mcp_server.cache import Cache
+from mcp_server.calls import current_identity
 from mcp_server.runtime import Runtime
 from sessions import access
 from sessions.access import KeyName, SessionId

@@ -11,8 +11,8 @@ from pydantic import AnyUrl, Field
 
 from core.errors import AnalyticsError, NotFound
 from mcp_server.app import App
-from mcp_server.auth import ANALYST, EVERYONE, current_identity
-from mcp_server.calls import current_call
+from mcp_server.auth import ANALYST, EVERYONE
+from mcp_server.calls import current_call, current_identity
 from mcp_server.edge import REDIS_DOWN
 from mcp_server.runtime import Runtime
 from prompts import workflows

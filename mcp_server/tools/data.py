@@ -14,7 +14,8 @@ from pydantic import Field
 from core.errors import InvalidInput
 from mcp_server import datasets, metrics
 from mcp_server.app import App
-from mcp_server.auth import ADMIN, ANALYST, current_identity
+from mcp_server.auth import ADMIN, ANALYST
+from mcp_server.calls import current_identity
 from mcp_server.observability import latency_percentiles
 from mcp_server.runtime import Runtime
 from sessions.datasets import json_ready

@@ -18,7 +18,8 @@ from core.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from importers import Imported, ImportOptions, Limits, parse_file
 from importers.detect import Requested
 from mcp_server.app import App
-from mcp_server.auth import ADMIN, ANALYST, current_identity
+from mcp_server.auth import ADMIN, ANALYST
+from mcp_server.calls import current_identity
 from sessions.access import KeyName, SessionId
 from sessions.datasets import json_ready, preview_rows
 from warehouse import sandbox

@@ -16,8 +16,9 @@ from pydantic import Field
 from core.errors import InvalidInput
 from mcp_server import logs
 from mcp_server.app import App
-from mcp_server.auth import ANALYST, Identity, current_identity
+from mcp_server.auth import ANALYST, Identity
 from mcp_server.cache import Cache
+from mcp_server.calls import current_identity
 from mcp_server.pipelines import one_trip
 from mcp_server.runtime import Runtime
 from sessions.access import KeyName, SessionId

@@ -8,7 +8,8 @@ from fastmcp.resources import ResourceResult
 from pydantic import Field
 
 from mcp_server.app import App
-from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
+from mcp_server.auth import ADMIN, ANALYST, EVERYONE
+from mcp_server.calls import current_identity
 from mcp_server.tools.visualize import file_content
 from sessions.access import KeyName, SessionId
 from sessions.rotation import rotate_keys

@@ -9,7 +9,8 @@ from typing import Any
 from core.errors import AnalyticsError, Forbidden, NotFound, Unavailable
 from mcp_server import datasets
 from mcp_server.app import App
-from mcp_server.auth import ADMIN, ANALYST, EVERYONE, current_identity
+from mcp_server.auth import ADMIN, ANALYST, EVERYONE
+from mcp_server.calls import current_identity
 from mcp_server.services import source_pages
 from resources.dictionary import render_dictionary
 from resources.schema import render_schema

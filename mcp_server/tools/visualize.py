@@ -21,7 +21,8 @@ from analytics import charts
 from analytics.chart_data import AUTO, CHART_TYPES, ChartSpec
 from core.errors import InvalidInput, Timeout, Unavailable
 from mcp_server.app import App
-from mcp_server.auth import ANALYST, EVERYONE, current_identity
+from mcp_server.auth import ANALYST, EVERYONE
+from mcp_server.calls import current_identity
 from mcp_server.chartpool import RENDER_NICENESS, render_workers  # noqa: F401 - the pool's knobs, named here too
 from mcp_server.runtime import Runtime
 from mcp_server.urls import plotly_js_url
