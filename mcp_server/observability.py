@@ -120,9 +120,6 @@ async def refresh_gauges(runtime: Runtime) -> None:
     pool = metrics.gauge(registry, "analytics_mcp_db_pool_connections", "PostgreSQL pool", ("state",))
     waiters = metrics.gauge(registry, "analytics_mcp_db_pool_waiters", "Tasks waiting for a pool connection")
     sessions = metrics.gauge(registry, "analytics_mcp_active_sessions", "Live sessions in Redis")
-    audit_dropped = metrics.gauge(
-        registry, "analytics_mcp_observer_dropped", "Audit items dropped", ("writer",)
-    )
 
     started = time.perf_counter()
     health = await runtime.health(timeout=1.0)
@@ -143,7 +140,6 @@ async def refresh_gauges(runtime: Runtime) -> None:
             sessions.set(await asyncio.wait_for(count_sessions(runtime), timeout=2.0))
         except Exception as error:  # noqa: BLE001 - keep the last value
             log.warning("session count failed", extra={"error": type(error).__name__})
-    audit_dropped.labels(writer="audit").set(runtime.services.auditor.writer.dropped)
     replica = runtime.db.replica
     if replica is not None and replica.lag_seconds is not None:  # while down: dependency_up says so
         metrics.gauge(

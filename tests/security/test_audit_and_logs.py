@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 from dataclasses import replace
@@ -122,13 +123,19 @@ async def test_every_tool_call_is_audited_with_user_tool_session_duration_and_ou
     from tests.support import call, refusal
 
     rt = instance(runtime)
+    # Rows of this test only: another instance's writer may still write an earlier test's rows now.
+    started = dt.datetime.now(dt.UTC)
     async with Client(app_for(rt, "analyst").mcp) as client:
         await call(client, "summary_snapshot")
         await refusal(client, "session_read", session_id="00000000-0000-4000-8000-000000000000", key="k")
         await refusal(client, "generate_data")
         await refusal(client, "no_such_tool_" + secrets.token_hex(4))
     await rt.services.auditor.flush()
-    rows = [r for r in await audit_rows(rt) if r["event"] == "tool_call" and r["user_id"] == "analyst"][-4:]
+    rows = [
+        r
+        for r in await audit_rows(rt)
+        if r["event"] == "tool_call" and r["user_id"] == "analyst" and r["logged_at"] >= started
+    ]
     assert [(r["tool"], r["outcome"]) for r in rows] == [
         ("summary_snapshot", "ok"),
         ("session_read", "NotFound"),
