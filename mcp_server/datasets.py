@@ -35,7 +35,8 @@ async def generate_shop(
         "dataset": DATASET,
         "source": source.name,
         "tables": loaded.counts,
-        **load_answer(loaded.rows, loaded.seconds, plan, customers=plan.customers),
+        "customers": plan.customers,
+        **load_answer(loaded.rows, loaded.seconds, plan),
         "profiles_refreshed": refreshed,
     }
 
@@ -57,21 +58,18 @@ async def generate_telecom(
         "dataset": "telecom",
         "source": source.name,
         "tables": counts,
-        **load_answer(sum(counts.values()), seconds, plan, customers=plan.customers),
+        "customers": plan.customers,
+        **load_answer(sum(counts.values()), seconds, plan),
         "profiles_refreshed": refreshed,
     }
 
 
-def load_answer(
-    rows: int, seconds: float, plan: GenerationPlan | ShopPlan, **before_seed: Any
-) -> dict[str, Any]:
-    """A load's rows, seconds and rows/s, then `before_seed` (the shop and telecom answers show the plan's
-    customers there), then the plan's seed and window."""
+def load_answer(rows: int, seconds: float, plan: GenerationPlan | ShopPlan) -> dict[str, Any]:
+    """A load's rows, seconds and rows/s, and the plan's seed and window."""
     return {
         "rows": rows,
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds) if seconds else None,
-        **before_seed,
         "seed": plan.seed,
         "start_date": plan.start_date.isoformat(),
         "end_date": plan.end_date.isoformat(),

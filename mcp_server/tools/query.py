@@ -20,6 +20,7 @@ from mcp_server.auth import ANALYST, Identity
 from mcp_server.cache import Cache
 from mcp_server.calls import current_identity
 from mcp_server.pipelines import one_trip
+from mcp_server.responses import RESPONSE_MAX_BYTES
 from mcp_server.runtime import Runtime
 from sessions.access import KeyName, SessionId
 from sessions.datasets import AS_TEXT, json_ready
@@ -39,7 +40,6 @@ TEXT_CELL_CHARS = 80
 # The official MCP client refuses a server-sent event over 1 MiB: a whole response (JSON rows, the
 # markdown table, the JSON-RPC envelope) stays under RESPONSE_MAX_BYTES, and the rows alone under
 # INLINE_MAX_BYTES whatever QUERY_MAX_BYTES says; the markdown table is shortened to fit what is left.
-RESPONSE_MAX_BYTES = 1_000_000
 DEFAULT_ROWS = 100  # a page sized for a model's context; max_rows asks for more
 INLINE_MAX_BYTES = 900_000
 
